@@ -1,0 +1,1 @@
+"""The BentoML service: retrieval and ranking in one deployable unit."""
