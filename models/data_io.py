@@ -6,6 +6,7 @@ each as ``.csv`` or ``.parquet``. Column names are those of ``models.columns``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from models import columns as C
+from models.artifacts import sha256_file
 from models.contract import Dataset, DataValidationError, ValidationIssue, validate_dataset
 
 TABLES = ("items", "users", "interactions")
@@ -81,6 +83,14 @@ def save_dataset(dataset: Dataset, folder: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def dataset_fingerprint(folder: Path) -> str:
+    """sha256 over the saved tables: the data snapshot id that cache keys and manifests refer to."""
+    digest = hashlib.sha256()
+    for stem in TABLES:
+        digest.update(sha256_file(Path(folder) / f"{stem}.parquet").encode())
+    return digest.hexdigest()
 
 
 def load_saved_dataset(folder: Path) -> Dataset:

@@ -30,6 +30,53 @@ class Settings(BaseSettings):
         default=0.2, gt=0, lt=1, description="Share of each user's train history used as re-ranker labels."
     )
 
+    embedding_batch_size: int = Field(default=64, gt=0)
+    embedding_backend: str = Field(default="torch", description="Text encoder: 'torch' (sentence-transformers).")
+
+    als_factors: int = Field(default=64, gt=0)
+    als_regularization: float = Field(default=0.05, ge=0)
+    als_iterations: int = Field(default=20, gt=0)
+    als_alpha: float = Field(default=1.0, gt=0)
+    candidate_shares: dict[str, float] = Field(
+        default={"collaborative": 0.5, "popular": 0.2, "semantic": 0.2, "fresh": 0.1},
+        description="Share of the merged candidate list each stage-1 source fills first.",
+    )
+    popular_half_life_days: float = Field(default=14.0, gt=0)
+    semantic_half_life_days: float = Field(default=30.0, gt=0)
+    fresh_window_days: float = Field(default=30.0, gt=0)
+    index_factory: str | None = Field(default=None, description="FAISS factory string; default: by catalogue size.")
+    ann_target_recall: float = Field(default=0.95, gt=0, le=1)
+    candidates_k: int = Field(default=500, gt=0, le=5000, description="Candidates retrieved per request.")
+    eval_max_users: int | None = Field(default=2000, description="Cap on test users in evaluations (None: all).")
+    threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.state_dir / "mlflow"
+
+    @property
+    def versions_dir(self) -> Path:
+        """Published versions and the ``current`` pointer."""
+        return self.state_dir / "versions"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Caches that are safe to delete (e.g. item embeddings by content hash)."""
+        return self.state_dir / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        """Intermediate outputs of pipeline steps, keyed by the hash of their inputs."""
+        return self.state_dir / "work"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
     @property
     def data_dir(self) -> Path:
         """Validated datasets, one sub-folder per dataset name."""

@@ -1,0 +1,38 @@
+"""What every flow shares: the cache policy, deterministic work folders, and loading a saved dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from models.settings import Settings
+
+CACHED: dict[str, Any] = {
+    # the settings object carries paths; what a step depends on is passed to it explicitly as other inputs
+    "cache_policy": (INPUTS - "settings") + TASK_SOURCE,
+    "persist_result": True,
+    "result_serializer": "json",
+}
+"""Tasks whose result depends only on their inputs and code: a re-run with the same inputs skips them."""
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2}
+
+
+def work_key(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts, naming a step's output folder."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def settings_key(settings: Settings, *fields: str) -> dict[str, Any]:
+    """The settings a step depends on (so unrelated settings do not invalidate its cache)."""
+    dumped = settings.model_dump(mode="json")
+    return {name: dumped[name] for name in fields}
+
+
+def work_dir(settings: Settings, step: str, key: str) -> Path:
+    return settings.work_dir / step / key

@@ -1,0 +1,18 @@
+"""Process set-up done once at an entry point: where Prefect keeps its state, offline model loading."""
+
+from __future__ import annotations
+
+import os
+
+from models.settings import Settings
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point Prefect's home at the state folder and keep Hugging Face offline. Call before importing prefect."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

