@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     candidates_k: int = Field(default=500, gt=0, le=5000, description="Candidates retrieved per request.")
     eval_max_users: int | None = Field(default=2000, description="Cap on test users in evaluations (None: all).")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
+
+    online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
+    redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry, SQLite online store and the parquet feature snapshots (offline store)."""
+        return self.state_dir / "feast"
 
     @property
     def prefect_home(self) -> Path:
