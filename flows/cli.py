@@ -48,6 +48,39 @@ def command_data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the whole pipeline flow and print where to look."""
+    from flows.runtime import prepare_environment
+
+    prepare_environment(settings)
+    from flows.pipeline import pipeline_flow
+
+    started = time.perf_counter()
+    summary = pipeline_flow(args.dataset, str(args.data_dir) if args.data_dir else None, settings)
+    print_summary(summary, time.perf_counter() - started, settings)
+    return 0
+
+
+def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
+    methods = summary["methods"]
+    print(f"\n=== pipeline on '{summary['dataset']}' finished in {seconds:.0f} s ===")
+    print("per-stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()))
+    print(
+        "stage-1 recall (merged): " + ", ".join(f"@{k} {v:.3f}" for k, v in summary["stage1_recall"]["merged"].items())
+    )
+    print(f"{'method':<12}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}")
+    for name, values in methods.items():
+        print(f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}")
+    best_peer = max(methods["als"]["ndcg@10"], methods["popularity"]["ndcg@10"])
+    print(f"two-stage / best single-stage peer NDCG@10: {methods['two_stage']['ndcg@10'] / best_peer:.2f}x")
+    print(f"chosen candidate-set size K: {summary['k_candidates']}")
+    registration = summary["registration"]
+    print(f"model: {registration['model']} v{registration['version']} (champion: {registration['promoted']})")
+    print(f"published version: {summary['version']}")
+    print(f"evaluation report: {summary['report_path']}")
+    print(f"UIs: make ui  (Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000; state in {settings.state_dir})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", choices=DATASETS, default="demo")
     data.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
     data.set_defaults(handler=command_data)
+    pipeline = commands.add_parser("pipeline", help="run the whole pipeline flow and publish a version")
+    pipeline.add_argument("--dataset", choices=DATASETS, default="demo")
+    pipeline.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
+    pipeline.set_defaults(handler=command_pipeline)
     return parser
 
 

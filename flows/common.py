@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,20 @@ def settings_key(settings: Settings, *fields: str) -> dict[str, Any]:
 
 def work_dir(settings: Settings, step: str, key: str) -> Path:
     return settings.work_dir / step / key
+
+
+def slug(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        Path(target).hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link immutable artifacts into a version (instant, no extra space); copy across file systems."""
+    shutil.copytree(source, target, copy_function=_link_or_copy)

@@ -12,7 +12,7 @@ import numpy as np
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from flows.common import CACHED, IO_RETRIES, settings_key, work_dir, work_key
+from flows.common import CACHED, IO_RETRIES, link_tree, settings_key, slug, work_dir, work_key
 from models.artifacts import VersionStore
 from models.data_io import dataset_fingerprint, load_saved_dataset
 from models.embeddings import EmbeddingCache, embed_items_to_file, make_encoder
@@ -94,21 +94,13 @@ def publish_stage1(stage1_dir: str, fingerprint: str, dataset: str, settings: Se
     store = VersionStore(settings.versions_dir)
     builder = store.start()
     try:
-        shutil.copytree(stage1_dir, builder.path / "stage1", copy_function=_link_or_copy)
+        link_tree(Path(stage1_dir), builder.path / "stage1")
         (builder.path / "stage1" / SECTION_FILE).unlink()
         builder.add_section("stage1", json.loads((Path(stage1_dir) / SECTION_FILE).read_text()))
         return str(store.publish(builder, {"dataset": {"name": dataset, "fingerprint": fingerprint}}))
     except BaseException:
         store.discard(builder)
         raise
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    """Hard-link immutable artifacts into the version (instant, no extra space); copy across file systems."""
-    try:
-        Path(target).hardlink_to(source)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def recall_table(recall: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -124,14 +116,17 @@ def stage1_flow(dataset_dir: str, settings: Settings, publish: bool = True) -> d
     config = settings_key(settings, *STAGE1_SETTINGS)
     evaluation = evaluate_stage1(dataset_dir, fingerprint, vectors, config, settings)
     stage1_dir = build_stage1(dataset_dir, fingerprint, vectors, config, settings)
-    create_table_artifact(recall_table(evaluation["recall"]), key=f"stage1-recall-{_slug(dataset)}",
+    create_table_artifact(recall_table(evaluation["recall"]), key=f"stage1-recall-{slug(dataset)}",
                           description=f"Stage-1 Recall@K by source on {dataset} (shared protocol)")  # fmt: skip
     run_id = log_stage1_run(evaluation, stage1_dir, fingerprint, settings, dataset)
     version = publish_stage1(stage1_dir, fingerprint, dataset, settings) if publish else None
     for row in recall_table(evaluation["recall"]):
         print(row)
-    return {"recall": evaluation["recall"], "stage1_dir": stage1_dir, "mlflow_run_id": run_id, "version": version}
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    return {
+        "recall": evaluation["recall"],
+        "stage1_dir": stage1_dir,
+        "vectors": vectors,
+        "mlflow_run_id": run_id,
+        "version": version,
+        "timings": evaluation["timings"],
+    }

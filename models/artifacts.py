@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ class VersionStore:
         self.root.mkdir(parents=True, exist_ok=True)
         return VersionBuilder(self.root, new_version_id())
 
-    def publish(self, builder: VersionBuilder, extra: dict[str, Any] | None = None) -> Path:
-        """Write the manifest, verify it, move the version into place and point ``current`` at it."""
+    def publish(
+        self,
+        builder: VersionBuilder,
+        extra: dict[str, Any] | None = None,
+        check: Callable[[Path], object] | None = None,
+    ) -> Path:
+        """Write the manifest, verify it (and run ``check`` on the folder, e.g. a load-and-serve smoke test), move
+        the version into place and point ``current`` at it. A failing check leaves ``current`` untouched."""
         manifest = {
             "version": builder.version,
             "created_at": datetime.now(UTC).isoformat(),
@@ -95,6 +102,8 @@ class VersionStore:
         }
         (builder.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         verify_version(builder.path)
+        if check is not None:
+            check(builder.path)
         final = self.root / builder.version
         builder.path.rename(final)
         pointer = self.root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"

@@ -129,18 +129,18 @@ def fit_als(
 
     user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)
     matrix = interaction_matrix(interactions, user_ids, item_ids)
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        iterations=params.iterations,
-        alpha=params.alpha,
-        random_state=params.seed,
-        num_threads=threads,
-        calculate_training_loss=False,
-    )
     # implicit's own threads do the work; BLAS threads would oversubscribe (its warning says the same)
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            iterations=params.iterations,
+            alpha=params.alpha,
+            random_state=params.seed,
+            num_threads=threads,
+            calculate_training_loss=False,
+        )
         model.fit(matrix, show_progress=False)
     return CollaborativeModel(
         item_ids=np.asarray(item_ids, dtype=str),

@@ -148,6 +148,9 @@ class FeatureContext:
         self.item_log_price = np.log1p(self.items[C.PRICE].to_numpy(dtype=float))
         self.item_created = _seconds(self.items[C.CREATED_AT])
         self.item_price_tier = price_tier(self.items).to_numpy()
+        self.item_price = self.items[C.PRICE].to_numpy(dtype=float)
+        self.item_in_stock = self.items[C.IN_STOCK].to_numpy(dtype=float)
+        self.item_category_name = self.items[C.CATEGORY].to_numpy().astype(str)
 
     @cached_property
     def item_events(self) -> EventIndex:
@@ -183,35 +186,40 @@ class FeatureContext:
         return EventIndex(ev_user, ev_seconds, values), ev_item, ev_positive
 
 
+def item_feature_matrix(context: FeatureContext, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Numeric item features (columns in ``ITEM_NUMERIC`` order) for item rows at unix times ``at``."""
+    index = context.item_events
+    columns: dict[str, np.ndarray] = {}
+    for days in WINDOWS_DAYS:
+        columns[f"item_events_{days}d"] = index.window_sum("events", rows, at, days)
+    events_all = index.window_sum("events", rows, at, None)
+    positives_all = index.window_sum("positives", rows, at, None)
+    weight_all = index.window_sum("weight", rows, at, None)
+    columns["item_events_all"] = events_all
+    columns["item_positives_30d"] = index.window_sum("positives", rows, at, 30)
+    columns["item_positives_all"] = positives_all
+    columns["item_positive_rate"] = (positives_all + 1.0) / (events_all + 4.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns["item_mean_weight"] = np.where(events_all > 0, weight_all / np.maximum(events_all, 1), np.nan)
+    columns["item_trend"] = (columns["item_events_7d"] / 7.0 + 0.1) / (columns["item_events_30d"] / 30.0 + 0.1)
+    columns["item_price"] = context.item_price[rows]
+    columns["item_log_price"] = context.item_log_price[rows]
+    columns["item_price_tier"] = context.item_price_tier[rows]
+    columns["item_in_stock"] = context.item_in_stock[rows]
+    columns["item_created_ts"] = context.item_created[rows].astype(float)
+    return np.column_stack([columns[name] for name in ITEM_NUMERIC]).astype(np.float32)
+
+
 def item_snapshots(context: FeatureContext, item_ids: Sequence[str], times: pd.Series | Sequence) -> pd.DataFrame:
     """Item features for each (item, time) row, from interactions strictly before that time."""
     rows = context.item_index.get_indexer(list(item_ids))
     if (rows < 0).any():
         raise KeyError(f"unknown item ids: {list(np.asarray(item_ids)[rows < 0][:5])}")
     at = _seconds(pd.Series(times))
-    index = context.item_events
-    out = pd.DataFrame(
-        {C.ITEM_ID: np.asarray(item_ids, dtype=str), EVENT_TIMESTAMP: pd.to_datetime(at, unit="s", utc=True)}
-    )
-    for days in WINDOWS_DAYS:
-        out[f"item_events_{days}d"] = index.window_sum("events", rows, at, days)
-    events_all = index.window_sum("events", rows, at, None)
-    positives_all = index.window_sum("positives", rows, at, None)
-    out["item_events_all"] = events_all
-    out["item_positives_30d"] = index.window_sum("positives", rows, at, 30)
-    out["item_positives_all"] = positives_all
-    out["item_positive_rate"] = (positives_all + 1.0) / (events_all + 4.0)
-    weight_all = index.window_sum("weight", rows, at, None)
-    out["item_mean_weight"] = np.where(events_all > 0, weight_all / np.maximum(events_all, 1), np.nan)
-    out["item_trend"] = (out["item_events_7d"] / 7.0 + 0.1) / (out["item_events_30d"] / 30.0 + 0.1)
-    items = context.items
-    out["item_price"] = items[C.PRICE].to_numpy(dtype=float)[rows]
-    out["item_log_price"] = context.item_log_price[rows]
-    out["item_price_tier"] = context.item_price_tier[rows]
-    out["item_in_stock"] = items[C.IN_STOCK].to_numpy(dtype=float)[rows]
-    out["item_created_ts"] = context.item_created[rows].astype(float)
-    out["item_category"] = items[C.CATEGORY].to_numpy().astype(str)[rows]
-    out[list(ITEM_NUMERIC)] = out[list(ITEM_NUMERIC)].astype(np.float32)
+    out = pd.DataFrame(item_feature_matrix(context, rows, at), columns=list(ITEM_NUMERIC))
+    out.insert(0, EVENT_TIMESTAMP, pd.to_datetime(at, unit="s", utc=True))
+    out.insert(0, C.ITEM_ID, np.asarray(item_ids, dtype=str))
+    out["item_category"] = context.item_category_name[rows]
     return out
 
 

@@ -27,7 +27,7 @@ from models.features import (
     RequestInputs,
     UserRow,
     assemble,
-    item_snapshots,
+    item_feature_matrix,
 )
 from models.ranker import Ranker
 from models.rules import Catalog, Filters, RulesConfig, apply_rules
@@ -64,8 +64,10 @@ class PointInTimeItemFeatures:
         self.item_ids = context.items["item_id"].to_numpy().astype(str)
 
     def block(self, rows: np.ndarray, as_of: float) -> ItemBlock:
-        times = [pd.Timestamp(as_of, unit="s", tz="UTC")] * len(rows)
-        return ItemBlock.from_frame(item_snapshots(self.context, self.item_ids[rows], times), self.spec)
+        at = np.full(len(rows), int(as_of), dtype=np.int64)
+        names = self.context.item_category_name[rows]
+        numeric = item_feature_matrix(self.context, rows, at)
+        return ItemBlock(numeric, self.spec.codes("item_category", names), names)
 
 
 @dataclass(frozen=True)

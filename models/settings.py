@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     eval_max_users: int | None = Field(default=2000, description="Cap on test users in evaluations (None: all).")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
+    train_max_users: int | None = Field(default=2000, description="Cap on users in the re-ranker's training set.")
+    ranker_rounds: int = Field(default=400, gt=0)
+    ranker_learning_rate: float = Field(default=0.05, gt=0)
+    ranker_leaves: int = Field(default=31, gt=1)
+    ranker_min_data_in_leaf: int = Field(default=50, gt=0)
+    ranker_early_stopping: int = Field(default=40, gt=0)
+    ranker_valid_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
+    )
+    sweep_max_users: int | None = Field(default=500, description="Users in the candidate-set size sweep.")
+    k_tolerance: float = Field(
+        default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."
+    )
+    registered_model: str = Field(default="reranker", description="MLflow registered model name (demo dataset).")
+
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
     redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")
 

@@ -58,3 +58,27 @@ def recall_curve_figure(recall: Mapping[str, Mapping[int, float]], title: str = 
 def log_figure(figure: plt.Figure, name: str) -> None:
     mlflow.log_figure(figure, name)
     plt.close(figure)
+
+
+def figure_bar(values: Mapping[str, float], title: str) -> plt.Figure:
+    """Horizontal bars, largest on top (feature importance)."""
+    names = list(values)[::-1]
+    figure, axis = plt.subplots(figsize=(7, max(3.0, 0.28 * len(names))))
+    axis.barh(names, [values[n] for n in names])
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def figure_lines(series: Mapping[str, Mapping[Any, float]], title: str, xlabel: str, ylabel: str) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, points in series.items():
+        xs = sorted(points)
+        axis.plot(xs, [points[x] for x in xs], marker="o", label=name)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    return figure

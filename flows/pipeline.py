@@ -1,0 +1,103 @@
+"""The parent flow: data → validation → stage 1 → features → re-ranker → evaluation → publish.
+
+Each child step caches on its inputs, so a re-run after a failure resumes where it stopped; publishing switches the
+served version only after the new one loads and serves, so a failed run leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+
+from flows.common import IO_RETRIES, link_tree
+from flows.features import features_flow
+from flows.reranker import reranker_flow
+from flows.stage1 import SECTION_FILE, fingerprint_dataset, stage1_flow
+from models.artifacts import VersionStore
+from models.bundle import smoke_test
+from models.data_io import save_dataset
+from models.reranking import RANKER_SECTION, SPEC_FILE
+from models.settings import Settings
+
+
+@task(**IO_RETRIES)
+def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
+    """Load (or generate) and validate the dataset; nothing is written when validation fails."""
+    from flows.cli import load_source_dataset  # the CLI owns the dataset kinds
+
+    dataset = load_source_dataset(kind, settings, Path(data_dir) if data_dir else None)
+    return str(save_dataset(dataset, settings.dataset_dir(dataset.name)))
+
+
+@task
+def publish_version(stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any], fingerprint: str,
+                    dataset: str, settings: Settings) -> str:  # fmt: skip
+    store = VersionStore(settings.versions_dir)
+    store.clean_staging()
+    builder = store.start()
+    try:
+        link_tree(Path(stage1_dir), builder.path / "stage1")
+        (builder.path / "stage1" / SECTION_FILE).unlink()
+        builder.add_section("stage1", json.loads((Path(stage1_dir) / SECTION_FILE).read_text()))
+        features = builder.path / "features"
+        features.mkdir()
+        items = pd.read_parquet(Path(snapshot_dir) / "item_features.parquet")
+        items.drop(columns=["event_timestamp"]).to_parquet(features / "item_features.parquet", index=False)
+        spec = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())
+        snapshot = json.loads((Path(snapshot_dir) / "snapshot.json").read_text())
+        builder.add_section("features", {"item_table": "features/item_features.parquet", "spec": spec,
+                                         "feature_service": "ranker_v1", "snapshot_time": snapshot["snapshot_time"],
+                                         "store": {"dataset": dataset, "online_store": settings.online_store}})  # fmt: skip
+        (builder.path / "ranker").mkdir()
+        (builder.path / "ranker" / "ranker.txt").hardlink_to(Path(ranker_dir) / "ranker.txt")
+        section = json.loads((Path(ranker_dir) / RANKER_SECTION).read_text())
+        builder.add_section("ranker", {k: v for k, v in section.items() if k != "importance"})
+        builder.add_section("k_candidates", int(report["k_candidates"]))
+        builder.add_section("evaluation", {"methods": report["methods"], "stage1_recall": report["stage1_recall"]})
+        extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
+        return str(store.publish(builder, extra, check=smoke_test))
+    except BaseException:
+        store.discard(builder)
+        raise
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[str, Any]:
+    """The whole offline pipeline for one dataset; returns a summary with per-stage times."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset_dir = prepare_dataset(kind, data_dir, settings)
+    fingerprint = fingerprint_dataset(dataset_dir)
+    timings["data"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    stage1 = stage1_flow(dataset_dir, settings, publish=False)
+    timings["stage1"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    features = features_flow(dataset_dir, fingerprint, settings)
+    timings["features"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], settings)
+    timings["reranker"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    version = publish_version(stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
+                              reranker["report"], fingerprint, Path(dataset_dir).name, settings)  # fmt: skip
+    timings["publish"] = time.perf_counter() - started
+    return {
+        "dataset": Path(dataset_dir).name,
+        "version": version,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "stage1_recall": stage1["recall"],
+        "methods": reranker["report"]["methods"],
+        "k_candidates": reranker["report"]["k_candidates"],
+        "report_path": reranker["report_path"],
+        "registration": reranker["registration"],
+    }

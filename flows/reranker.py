@@ -1,0 +1,158 @@
+"""Re-ranker flow: training set from stage-1 candidates → LightGBM LambdaRank → joint evaluation and K sizing →
+MLflow run, registry, and the ``champion`` alias (moved only when the new model wins on the same evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from flows.common import CACHED, settings_key, slug, work_dir, work_key
+from models.data_io import load_saved_dataset
+from models.ranker import Ranker
+from models.reranking import SPEC_FILE, evaluation_step, load_ranker, train_step, training_step
+from models.settings import Settings
+from models.tracking import configure_mlflow, figure_bar, figure_lines, log_figure
+
+RERANKER_SETTINGS = (
+    "seed", "test_fraction", "label_fraction", "candidates_k", "train_max_users", "ranker_rounds",
+    "ranker_learning_rate", "ranker_leaves", "ranker_min_data_in_leaf", "ranker_early_stopping",
+    "ranker_valid_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "candidate_shares",
+    "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory",
+)  # fmt: skip
+EVAL_SETTINGS = (*RERANKER_SETTINGS, "eval_max_users", "sweep_max_users", "k_tolerance")
+DONE = "done.json"
+
+
+def registered_model_name(settings: Settings, dataset: str) -> str:
+    """One registered model per dataset: the demo's is ``reranker``; others get the dataset as suffix."""
+    return settings.registered_model if dataset == "demo" else f"{settings.registered_model}-{slug(dataset)}"
+
+
+@task(**CACHED)
+def build_training_set(
+    dataset_dir: str, fingerprint: str, vectors_path: str, config: dict[str, Any], settings: Settings
+) -> str:
+    out = work_dir(settings, "training_set", work_key(fingerprint, Path(vectors_path).name, config))
+    if not (out / DONE).exists():
+        stats = training_step(load_saved_dataset(Path(dataset_dir)), np.load(vectors_path), settings, out)
+        (out / DONE).write_text(json.dumps(stats))
+    return str(out)
+
+
+@task(**CACHED)
+def train_reranker(training_dir: str, config: dict[str, Any], settings: Settings) -> str:
+    out = work_dir(settings, "ranker", work_key(Path(training_dir).name, config))
+    if not (out / DONE).exists():
+        section = train_step(Path(training_dir), settings, out)
+        (out / DONE).write_text(json.dumps({"best_iteration": section["best_iteration"]}))
+    return str(out)
+
+
+def champion_ranker(name: str, spec_names: list[str]) -> tuple[Ranker | None, str | None]:
+    """The registered champion as a Ranker, if there is one with the same feature list."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None, None
+    booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
+    if booster.feature_name() != spec_names:
+        return None, version.version
+    return Ranker(booster, spec_names, [], booster.current_iteration()), version.version
+
+
+@task
+def evaluate_reranker(dataset_dir: str, vectors_path: str, ranker_dir: str, settings: Settings) -> dict[str, Any]:
+    dataset = load_saved_dataset(Path(dataset_dir))
+    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset.name}")
+    spec_names = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())["names"]
+    champion, champion_version = champion_ranker(registered_model_name(settings, dataset.name), spec_names)
+    report = evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), settings, champion)
+    report["champion_version"] = champion_version
+    return report
+
+
+@task
+def log_and_register(
+    report: dict[str, Any], training_dir: str, ranker_dir: str, fingerprint: str, settings: Settings
+) -> dict[str, Any]:
+    """One MLflow run: params, metrics, plots, the evaluation table; register the model; move the alias on a win."""
+    dataset = report["dataset"]
+    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
+    ranker, _, section = load_ranker(Path(ranker_dir))
+    training = json.loads((Path(training_dir) / DONE).read_text())
+    name = registered_model_name(settings, dataset)
+    with mlflow.start_run(run_name="reranker") as run:
+        mlflow.set_tags({"stage": "reranker", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
+        mlflow.log_params({f"reranker.{k}": v for k, v in settings_key(settings, *EVAL_SETTINGS).items()})
+        mlflow.log_params({"best_iteration": section["best_iteration"], "chosen_k_candidates": report["k_candidates"]})
+        mlflow.log_metrics({f"training_{k}": v for k, v in training.items()})
+        mlflow.log_metric("valid_ndcg_at_10", section["valid_ndcg@10"])
+        for method, values in report["methods"].items():
+            mlflow.log_metrics({f"{method}_{k.replace('@', '_at_')}": v for k, v in values.items()})
+        for source, by_k in report["stage1_recall_all_k"].items():
+            mlflow.log_metrics({f"stage1_recall_{source}_at_{k}": v for k, v in by_k.items()})
+        mlflow.log_metrics({f"two_stage_latency_{k}_ms": v for k, v in report["two_stage_latency_ms"].items()})
+        mlflow.log_table(evaluation_table(report), "evaluation_table.json")
+        mlflow.log_dict(report, "evaluation.json")
+        top = sorted(section["importance"].items(), key=lambda kv: -kv[1])[:25]
+        log_figure(figure_bar(dict(top), "Feature importance (gain)"), "feature_importance.png")
+        sweep = report["k_sweep"]["rows"]
+        log_figure(figure_lines({"NDCG@10": {r["k_candidates"]: r["ndcg@10"] for r in sweep}},
+                                "Candidate-set size: NDCG@10 by K", "K candidates", "NDCG@10"), "ndcg_by_k.png")  # fmt: skip
+        info = mlflow.lightgbm.log_model(ranker.booster, name="reranker", registered_model_name=name)
+        version = info.registered_model_version
+        new_ndcg = report["methods"]["two_stage"]["ndcg@10"]
+        old_ndcg = report.get("champion_ndcg@10")
+        promoted = old_ndcg is None or new_ndcg > old_ndcg
+        client = MlflowClient()
+        client.set_model_version_tag(name, str(version), "ndcg_at_10", f"{new_ndcg:.5f}")
+        if promoted:
+            client.set_registered_model_alias(name, "champion", str(version))
+        mlflow.set_tags({"champion": str(promoted), "compared_with_champion_ndcg": str(old_ndcg)})
+        return {"run_id": run.info.run_id, "model": name, "version": str(version), "promoted": promoted,
+                "champion_ndcg@10": old_ndcg, "ndcg@10": new_ndcg}  # fmt: skip
+
+
+def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:
+    methods = report["methods"]
+    return {
+        "method": list(methods),
+        **{metric: [round(methods[m][metric], 4) for m in methods] for metric in ("ndcg@10", "recall@10", "map@10")},
+    }
+
+
+def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> Path:
+    """``evaluation.json`` in this run's report folder under the state folder."""
+    folder = settings.reports_dir / slug(report["dataset"]) / run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    public = {k: report[k] for k in ("dataset", "k_candidates", "methods", "stage1_recall")}
+    extra = {k: v for k, v in report.items() if k not in public}
+    path = folder / "evaluation.json"
+    path.write_text(json.dumps({**public, "details": extra}, indent=2) + "\n")
+    return path
+
+
+@flow(name="reranker", log_prints=True)
+def reranker_flow(dataset_dir: str, fingerprint: str, vectors_path: str, settings: Settings) -> dict[str, Any]:
+    """Build the training set, train, evaluate against the baselines, size K, log and register."""
+    config = settings_key(settings, *RERANKER_SETTINGS)
+    training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, config, settings)
+    ranker_dir = train_reranker(training_dir, config, settings)
+    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, settings)
+    registration = log_and_register(report, training_dir, ranker_dir, fingerprint, settings)
+    table = evaluation_table(report)
+    rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
+    create_table_artifact(rows, key=f"evaluation-{slug(report['dataset'])}",
+                          description=f"NDCG@10 / Recall@10 / MAP@10 on {report['dataset']}, chosen K {report['k_candidates']}")  # fmt: skip
+    path = write_report(report, settings, registration["run_id"])
+    print(f"evaluation report: {path}")
+    return {"report": report, "report_path": str(path), "ranker_dir": ranker_dir, "registration": registration}
