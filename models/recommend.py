@@ -168,7 +168,11 @@ class Recommender:
         started = time.perf_counter()
         retrieval = self.retrieve(request, user, degraded)
         timings["retrieval"] = _ms(started)
-        use_ranker = self.ranker is not None and not retrieval.fallback and not degraded and len(retrieval.rows) > 0
+        anonymous_search = request.query_vector is not None and not _user_is_known(user)
+        use_ranker = (
+            self.ranker is not None and not retrieval.fallback and not degraded and not anonymous_search
+            and len(retrieval.rows) > 0
+        )  # fmt: skip
         features = None
         if use_ranker:
             assert self.ranker is not None
@@ -180,7 +184,7 @@ class Recommender:
             scores = self.ranker.predict(features)
             timings["model"] = _ms(started)
         else:
-            scores = -np.arange(len(retrieval.rows), dtype=np.float64)  # stage-1 merged order
+            scores = -np.arange(len(retrieval.rows), dtype=np.float64)  # stage-1 order (semantic order for search)
         started = time.perf_counter()
         ruled = apply_rules(self.catalog, retrieval.rows, scores, request.k, request.as_of, self.rules,
                             request.filters, retrieval.query.exclude, self.popularity_order)  # fmt: skip

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     )
     registered_model: str = Field(default="reranker", description="MLflow registered model name (demo dataset).")
 
+    reload_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often the service checks for a new version."
+    )
+
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
     redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")
 

@@ -1,0 +1,153 @@
+"""What the service holds at run time: the loaded version, the online feature store, the query encoder, and the
+hot swap to a newly published version. Plain Python, so it can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.artifacts import ArtifactError, VersionStore
+from models.bundle import load_recommender
+from models.embeddings import TextEncoder, make_encoder
+from models.feature_store import online_user_features, open_store
+from models.recommend import Recommender, Request, Result
+from models.rules import Filters, RulesConfig
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    """One published version, fully loaded and checked."""
+
+    path: Path
+    recommender: Recommender
+    manifest: dict[str, Any]
+    store: Any
+    snapshot_seconds: float
+    published_seconds: float
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    def as_of(self) -> float:
+        """The serving clock: the data's 'now' advanced by the wall-clock time since publishing. A live system
+        publishes right after its data ends (so this is now); the demo's fixed data keeps a consistent clock."""
+        return self.snapshot_seconds + max(0.0, time.time() - self.published_seconds)
+
+
+def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim: int | None) -> Loaded:
+    recommender, manifest = load_recommender(path, rules, encoder_dim)
+    dataset = manifest["features"]["store"]["dataset"]
+    store = open_store(settings, dataset)
+    store.get_feature_service("ranker_v1")  # fails early when the feature registry is missing
+    snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
+    published = pd.Timestamp(manifest["created_at"]).value / 1e9
+    return Loaded(path, recommender, manifest, store, snapshot, published)
+
+
+@dataclass
+class Runtime:
+    """Holds the current version and swaps in a new one only after it loaded and passed its checks."""
+
+    settings: Settings
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    encoder: TextEncoder | None = None
+    loaded: Loaded | None = None
+    last_reload_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, load_encoder: bool = True) -> None:
+        if load_encoder and self.encoder is None:
+            self.encoder = make_encoder(self.settings.embedding_backend, threads=1)
+        self.reload()
+        if self.loaded is None:
+            raise ArtifactError(self.last_reload_error or "no version could be loaded")
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    def reload(self) -> dict[str, Any]:
+        """Load ``current`` if it changed; on failure keep serving the old version and report why."""
+        with self._lock:
+            try:
+                target = VersionStore(self.settings.versions_dir).current()
+            except ArtifactError as error:
+                self.last_reload_error = str(error)
+                return self.status()
+            if self.loaded is not None and target == self.loaded.path:
+                return self.status()
+            try:
+                dim = self.encoder.dim if self.encoder is not None else None
+                self.loaded = load_version(target, self.settings, self.rules, dim)
+                self.last_reload_error = None
+                log.info("serving version %s", self.loaded.version)
+            except Exception as error:  # a bad version must never take the service down
+                self.last_reload_error = f"refused {target.name}: {error}"
+                log.error("refused version %s: %s", target.name, error)
+            return self.status()
+
+    def status(self) -> dict[str, Any]:
+        return {"version": self.loaded.version if self.loaded else None, "last_reload_error": self.last_reload_error}
+
+    def watch(self, interval_seconds: float) -> threading.Thread:
+        """Poll for newly published versions in the background."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval_seconds)
+                self.reload()
+
+        thread = threading.Thread(target=loop, name="version-watcher", daemon=True)
+        thread.start()
+        return thread
+
+    # ---- requests --------------------------------------------------------------------------------------------
+    def user_features(self, loaded: Loaded, user_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """(features or None, degraded): an unreachable online store degrades the request instead of failing it."""
+        try:
+            row = online_user_features(loaded.store, [user_id]).iloc[0].to_dict()
+        except Exception as error:
+            log.warning("online store unavailable, serving degraded: %s", error)
+            return None, True
+        return row, False
+
+    def recommend(
+        self, user_id: str, k: int, filters: Filters, exclude_seen: bool, explain: bool,
+        session_item_ids: tuple[str, ...] = (),
+    ) -> tuple[Loaded, Result]:  # fmt: skip
+        loaded = self._current()
+        started = time.perf_counter()
+        user, degraded = self.user_features(loaded, user_id)
+        fetch_ms = (time.perf_counter() - started) * 1000
+        request = Request(user_id=user_id, k=k, as_of=loaded.as_of(), filters=filters, exclude_seen=exclude_seen,
+                          explain=explain, session_item_ids=session_item_ids)  # fmt: skip
+        result = loaded.recommender.recommend(request, user, degraded=degraded)
+        result.timings_ms = {"user_features": fetch_ms, **result.timings_ms}
+        return loaded, result
+
+    def search(self, query: str, k: int, user_id: str | None, filters: Filters) -> tuple[Loaded, Result]:
+        loaded = self._current()
+        if self.encoder is None:
+            raise RuntimeError("the query encoder is not loaded")
+        vector = self.encoder.encode([query])[0].astype(np.float32)
+        user, degraded = self.user_features(loaded, user_id) if user_id else (None, False)
+        request = Request(user_id=user_id, k=k, as_of=loaded.as_of(), filters=filters, query_vector=vector)
+        return loaded, loaded.recommender.recommend(request, user, degraded=degraded)
+
+    def _current(self) -> Loaded:
+        loaded = self.loaded  # one read: a concurrent swap never mixes two versions in one request
+        if loaded is None:
+            raise RuntimeError("no version loaded")
+        return loaded

@@ -1,0 +1,145 @@
+"""The BentoML service: retrieval and ranking in one class (one process, no IPC between stages).
+
+It loads the current published version at start (readiness stays false until that version passed its checks),
+delegates every request to ``Recommender.recommend``, and swaps to a newly published version in the background
+(or on ``POST /reload``) without dropping requests; a version that fails its checks is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException, NotFound
+from pydantic import BaseModel, Field
+
+from models.recommend import Result
+from models.rules import Filters
+from models.settings import Settings
+from serving.middleware import ValidationErrorsAs422
+from serving.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(BentoMLException):
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class Context(BaseModel):
+    device: str | None = Field(default=None, max_length=64, description="e.g. mobile, desktop, tablet")
+    session_item_ids: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=50, description="Items viewed in the current session, oldest first."
+    )
+
+
+class RequestFilters(BaseModel):
+    categories: list[Annotated[str, Field(max_length=128)]] | None = Field(default=None, max_length=100)
+    max_price: float | None = Field(default=None, ge=0)
+    in_stock_only: bool | None = Field(default=None, description="Default: the service's stock rule (true).")
+
+    def to_filters(self) -> Filters:
+        return Filters(tuple(self.categories) if self.categories else None, self.max_price, self.in_stock_only)
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    explanation: dict[str, Any] | None = None
+
+
+class Recommendations(BaseModel):
+    version: str
+    items: list[Item]
+    fallback: bool = Field(description="Unknown user: popular and fresh items.")
+    degraded: bool = Field(description="User features unavailable: stage-1 order with default features.")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def _response(version: str, result: Result) -> Recommendations:
+    items = [Item(item_id=i.item_id, score=round(i.score, 6), explanation=i.explanation) for i in result.items]
+    timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
+    return Recommendations(version=version, items=items, fallback=result.fallback, degraded=result.degraded,
+                           timings_ms=timings)  # fmt: skip
+
+
+K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
+ID = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _threads() -> None:
+    """One thread per request path: oversubscribing 2 cores costs more than it gains for single queries."""
+    import faiss
+    import torch
+
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+
+
+@bentoml.service(name="recsys", traffic={"timeout": 30}, workers=int(os.environ.get("RECSYS_SERVE_WORKERS", "1")))
+class RecSys:
+    def __init__(self) -> None:
+        _threads()
+        self.settings = Settings()
+        self.runtime = Runtime(self.settings)
+        self.runtime.start()
+        self.runtime.watch(self.settings.reload_interval_seconds)
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    @bentoml.api
+    def recommend(
+        self,
+        user_id: ID,
+        k: K = 10,
+        context: Context | None = None,
+        filters: RequestFilters | None = None,
+        exclude_seen: bool = True,
+        explain: bool = False,
+    ) -> Recommendations:
+        """Personalised recommendations: retrieval from every stage-1 source, LightGBM re-ranking, business rules."""
+        context = context or Context()
+        loaded, result = self.runtime.recommend(
+            user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen, explain,
+            tuple(context.session_item_ids),
+        )  # fmt: skip
+        return _response(loaded.version, result)
+
+    @bentoml.api
+    def similar(self, item_id: ID, k: K = 10, filters: RequestFilters | None = None) -> Recommendations:
+        """Items similar to ``item_id`` (text and collaborative neighbours)."""
+        loaded = self.runtime._current()
+        try:
+            items = loaded.recommender.similar(item_id, k, (filters or RequestFilters()).to_filters(), loaded.as_of())
+        except KeyError as error:
+            raise NotFound(f"item_id '{item_id}' is not in the catalogue of version {loaded.version}") from error
+        return _response(loaded.version, Result(items))
+
+    @bentoml.api
+    def search(
+        self,
+        query: Annotated[str, Field(min_length=1, max_length=512)],
+        k: K = 10,
+        user_id: ID | None = None,
+        filters: RequestFilters | None = None,
+    ) -> Recommendations:
+        """Semantic search over item text, re-ranked for the user when ``user_id`` is given."""
+        loaded, result = self.runtime.search(query, k, user_id, (filters or RequestFilters()).to_filters())
+        return _response(loaded.version, result)
+
+    @bentoml.api
+    def reload(self) -> dict[str, Any]:
+        """Switch to the newest published version now (it is also picked up in the background)."""
+        return self.runtime.reload()
+
+    @bentoml.api(route="/version")
+    def version(self) -> dict[str, Any]:
+        """The version being served and why the last reload was refused, if it was."""
+        return self.runtime.status()
+
+
+RecSys.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
