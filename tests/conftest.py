@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from models.data_io import save_dataset
+from models.demo_catalog import generate_demo_catalog
 from models.settings import PROJECT_ROOT, Settings
 
 MOVIELENS_SMALL = Path(
@@ -25,3 +29,43 @@ def movielens_small() -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose state folder is a fresh temporary directory."""
     return Settings(state_dir=tmp_path / "state")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect server and database for every test that runs a flow."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def small_settings(state: Path, **overrides: Any) -> Settings:
+    """Settings for a small demo catalog that the whole pipeline runs on in about a minute."""
+    values: dict[str, Any] = {
+        "state_dir": state, "demo_items": 1500, "demo_users": 400, "demo_interactions": 20_000,
+        "candidates_k": 200, "eval_max_users": 200, "sweep_max_users": 100, "train_max_users": 400,
+        "als_iterations": 8, "als_factors": 16, "ranker_rounds": 60, "reload_interval_seconds": 0.5,
+    }  # fmt: skip
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def small_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    """A small demo dataset saved under a session-wide state folder (flows share its embedding cache)."""
+    settings = small_settings(tmp_path_factory.mktemp("state"))
+    dataset = generate_demo_catalog(settings.demo_items, settings.demo_users, settings.demo_interactions, seed=3)
+    # seed 3, not the settings' seed: flow tests run on data no pipeline run regenerates
+    return settings, save_dataset(dataset, settings.dataset_dir("demo"))
+
+
+@pytest.fixture(scope="session")
+def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Any]]:
+    """The whole pipeline run once on the small demo catalog, in its own state folder: (settings, summary)."""
+    from flows.pipeline import pipeline_flow
+
+    settings = small_settings(tmp_path_factory.mktemp("published-state"))
+    return settings, pipeline_flow("demo", None, settings)

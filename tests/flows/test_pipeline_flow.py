@@ -1,0 +1,57 @@
+"""The whole pipeline on a small demo catalog: every stage runs, the evaluation report has the documented shape,
+the re-ranker is registered, and the published version loads and serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from models.artifacts import VersionStore, verify_version
+from models.bundle import load_recommender
+from models.recommend import Request
+from models.rules import RulesConfig
+from models.tracking import tracking_uri
+
+
+def test_report_has_the_documented_shape(published):
+    settings, summary = published
+    report = json.loads(Path(summary["report_path"]).read_text())
+    assert report["dataset"] == "demo"
+    assert report["k_candidates"] in (50, 100, 200, 300, 500, 1000)
+    assert set(report["methods"]) == {"popularity", "als", "stage1", "two_stage"}
+    for values in report["methods"].values():
+        assert set(values) == {"ndcg@10", "recall@10", "map@10"}
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+    assert set(report["stage1_recall"]) == {"collaborative", "popular", "semantic", "fresh", "merged"}
+    assert set(report["stage1_recall"]["merged"]) == {"100", "500"}
+    assert Path(summary["report_path"]).is_relative_to(settings.reports_dir)
+
+
+def test_published_version_is_complete_and_serves(published):
+    settings, summary = published
+    current = VersionStore(settings.versions_dir).current()
+    assert str(current) == summary["version"]
+    manifest = verify_version(current)
+    assert manifest["k_candidates"] == summary["k_candidates"]
+    assert manifest["features"]["feature_service"] == "ranker_v1"
+    assert manifest["ranker"]["feature_names"] == manifest["features"]["spec"]["names"]
+    recommender, _ = load_recommender(current, RulesConfig())
+    user = str(recommender.stage1.collaborative.user_ids[0])
+    result = recommender.recommend(Request(user_id=user, k=10, as_of=manifest["stage1"]["as_of"]), None)
+    assert len(result.items) == 10 and result.fallback
+
+
+def test_model_registered_with_champion_alias(published):
+    settings, summary = published
+    mlflow.set_tracking_uri(tracking_uri(settings.mlflow_dir))
+    registration = summary["registration"]
+    assert registration["model"] == "reranker"
+    version = MlflowClient().get_model_version_by_alias("reranker", "champion")
+    assert str(version.version) == registration["version"] and registration["promoted"]
+    run = mlflow.get_run(registration["run_id"])
+    assert run.data.metrics["two_stage_ndcg_at_10"] == summary["methods"]["two_stage"]["ndcg@10"]
+    artifacts = {a.path for a in MlflowClient().list_artifacts(registration["run_id"])}
+    assert {"feature_importance.png", "ndcg_by_k.png", "evaluation.json", "evaluation_table.json"} <= artifacts
