@@ -24,7 +24,7 @@ from models.tracking import configure_mlflow, figure_bar, figure_lines, log_figu
 RERANKER_SETTINGS = (
     "seed", "test_fraction", "label_fraction", "candidates_k", "train_max_users", "ranker_rounds",
     "ranker_learning_rate", "ranker_leaves", "ranker_min_data_in_leaf", "ranker_early_stopping",
-    "ranker_valid_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "candidate_shares",
+    "ranker_valid_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
     "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory",
 )  # fmt: skip
 EVAL_SETTINGS = (*RERANKER_SETTINGS, "eval_max_users", "sweep_max_users", "k_tolerance")

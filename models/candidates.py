@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from models import columns as C
 from models.collaborative import CollaborativeModel, mips_query
@@ -128,6 +129,45 @@ class CollaborativeSource:
             return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
         scores, ids = self.index.search(mips_query(vector), k + len(query.exclude))
         return _drop_excluded(self.name, ids[0], scores[0], query.exclude, k)
+
+
+class ItemItemSource:
+    """Neighbours on the interaction graph: a sparse item × item table (RP3beta random-walk scores) queried with
+    the user's recent items, the most recent weighing most (weight exp(−rank / decay), rank 0 = newest)."""
+
+    name = "graph"
+
+    def __init__(self, table: sp.csr_matrix, item_ids: np.ndarray, recent: int = 50, decay: float = 20.0):
+        self.table = table.tocsr()
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.row_of = pd.Index(self.item_ids)
+        self.recent = recent
+        self.decay = decay
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        rows = self.row_of.get_indexer(list(query.history_items)[-self.recent :][::-1])
+        weights = np.exp(-np.arange(len(rows)) / self.decay)
+        known = rows >= 0
+        if not known.any():
+            return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
+        scores = np.asarray(self.table[rows[known]].T @ weights[known]).ravel()
+        wanted = min(k + len(query.exclude), int((scores > 0).sum()))
+        if wanted <= 0:
+            return SourceResult(self.name, np.empty(0, dtype=str), np.empty(0, np.float32))
+        top = np.argpartition(-scores, wanted - 1)[:wanted]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return _drop_excluded(self.name, self.item_ids[top], scores[top].astype(np.float32), query.exclude, k)
+
+    def save(self, folder: Path, name: str) -> dict[str, object]:
+        sp.save_npz(folder / f"{name}.npz", self.table, compressed=False)
+        return {"file": f"{name}.npz", "recent": self.recent, "decay": self.decay, "nnz": int(self.table.nnz)}
+
+    @classmethod
+    def load(cls, folder: Path, entry: Mapping[str, Any], item_ids: np.ndarray) -> ItemItemSource:
+        table = sp.load_npz(folder / str(entry["file"]))
+        if table.shape != (len(item_ids), len(item_ids)):
+            raise ValueError(f"{folder / str(entry['file'])}: table shape {table.shape} for {len(item_ids)} items")
+        return cls(table, item_ids, int(entry["recent"]), float(entry["decay"]))
 
 
 class DecayedPopularity:
@@ -289,7 +329,11 @@ def merge(results: Sequence[SourceResult], quotas: Mapping[str, int], k: int) ->
     while len(chosen) < k and any(cursors[r.source] < len(r) for r in results):
         for result in results:
             take(result, 1)
-    item_ids = np.array(list(chosen), dtype=str)
+    return _with_provenance(results, np.array(list(chosen), dtype=str), np.array(primary, dtype=str))
+
+
+def _with_provenance(results: Sequence[SourceResult], item_ids: np.ndarray, primary: np.ndarray) -> Candidates:
+    """Attach each source's rank and score of every chosen item (-1 / NaN where the source did not return it)."""
     ranks: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     for result in results:
@@ -301,7 +345,41 @@ def merge(results: Sequence[SourceResult], quotas: Mapping[str, int], k: int) ->
         score[found] = result.scores[positions[found]]
         ranks[result.source] = rank
         scores[result.source] = score
-    return Candidates(item_ids, np.array(primary, dtype=str), ranks, scores)
+    return Candidates(item_ids, primary, ranks, scores)
+
+
+def fuse(
+    results: Sequence[SourceResult], k: int, weights: Mapping[str, float], reserved: Mapping[str, int] | None = None,
+    rrf_k: float = 60.0,
+) -> Candidates:  # fmt: skip
+    """Weighted reciprocal-rank fusion: score(i) = Σ_s w_s / (rrf_k + rank_s(i)). Each source first gets its
+    ``reserved`` slots (its best items not yet taken), the rest go by fused score; the list is ordered by fused
+    score. On MovieLens, fusion beat fixed per-source quotas in Recall@500."""
+    fused: dict[str, float] = {}
+    best_source: dict[str, tuple[float, str]] = {}
+    for result in results:
+        weight = weights.get(result.source, 0.0)
+        for rank, item in enumerate(result.item_ids.tolist()):
+            contribution = weight / (rrf_k + rank)
+            fused[item] = fused.get(item, 0.0) + contribution
+            if item not in best_source or contribution > best_source[item][0]:
+                best_source[item] = (contribution, result.source)
+    chosen: set[str] = set()
+    for result in results:
+        quota = (reserved or {}).get(result.source, 0)
+        for item in result.item_ids.tolist():
+            if quota <= 0 or len(chosen) >= k:
+                break
+            if item not in chosen:
+                chosen.add(item)
+                quota -= 1
+    for item in sorted(fused, key=fused.__getitem__, reverse=True):
+        if len(chosen) >= k:
+            break
+        chosen.add(item)
+    ordered = sorted(chosen, key=lambda i: (-fused[i], i))
+    primary = np.array([best_source[i][1] for i in ordered], dtype=str)
+    return _with_provenance(results, np.array(ordered, dtype=str), primary)
 
 
 def scale_quotas(shares: Mapping[str, float], k: int) -> dict[str, int]:

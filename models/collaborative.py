@@ -26,6 +26,8 @@ class AlsParams:
     regularization: float = 0.05
     iterations: int = 20
     alpha: float = 1.0
+    negative_weight: float | None = 0.3
+    """Confidence of non-positive interactions (positives: 1); None trains on binary interactions."""
     seed: int = 42
 
 
@@ -128,7 +130,10 @@ def fit_als(
     from threadpoolctl import threadpool_limits
 
     user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)
-    matrix = interaction_matrix(interactions, user_ids, item_ids)
+    if params.negative_weight is None:
+        matrix = interaction_matrix(interactions, user_ids, item_ids)
+    else:
+        matrix = confidence_matrix(interactions, user_ids, item_ids, params.negative_weight)
     # implicit's own threads do the work; BLAS threads would oversubscribe (its warning says the same)
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)
@@ -166,3 +171,53 @@ def mips_query(user_vector: np.ndarray) -> np.ndarray:
     """The matching query: [x, 0], normalised (a positive scale keeps the ranking)."""
     norm = float(np.linalg.norm(user_vector)) or 1.0
     return np.append(user_vector / norm, 0.0).astype(np.float32)
+
+
+def confidence_matrix(
+    interactions: pd.DataFrame, user_ids: Sequence[str] | np.ndarray, item_ids: Sequence[str] | np.ndarray,
+    negative_weight: float = 0.3,
+) -> sp.csr_matrix:  # fmt: skip
+    """Users × items: 1 where the user had a positive interaction with the item, ``negative_weight`` where only
+    weaker ones (views, low ratings). A weak signal still says "seen and considered"."""
+    from models.splits import is_positive
+
+    user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
+    rows = user_index.get_indexer(interactions[C.USER_ID])
+    cols = item_index.get_indexer(interactions[C.ITEM_ID])
+    values = np.where(is_positive(interactions).to_numpy(), 1.0, negative_weight).astype(np.float32)
+    keep = (rows >= 0) & (cols >= 0)
+    frame = pd.DataFrame({"r": rows[keep], "c": cols[keep], "v": values[keep]}).groupby(["r", "c"])["v"].max()
+    r, c = frame.index.get_level_values(0), frame.index.get_level_values(1)
+    return sp.csr_matrix((frame.to_numpy(np.float32), (r, c)), shape=(len(user_index), len(item_index)))
+
+
+def rp3beta_table(
+    interactions: pd.DataFrame, item_ids: Sequence[str] | np.ndarray, alpha: float = 1.0, beta: float = 0.5,
+    top_m: int = 200, block: int = 2048,
+) -> sp.csr_matrix:  # fmt: skip
+    """Item × item transition scores of a 3-step random walk item → user → item on the interaction graph,
+    raised to ``alpha`` and divided by the target's popularity^``beta`` (RP3beta); top ``top_m`` per item kept.
+
+    Computed in row blocks so memory stays O(block × items)."""
+    user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)
+    binary = interaction_matrix(interactions, user_ids, item_ids)
+    degree = np.asarray(binary.sum(axis=0)).ravel()
+    user_to_item = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1.0)) @ binary
+    item_to_user = (sp.diags(1.0 / np.maximum(degree, 1.0)) @ binary.T).tocsr()
+    penalty = 1.0 / np.power(np.maximum(degree, 1.0), beta)
+    n_items = binary.shape[1]
+    parts = []
+    for start in range(0, n_items, block):
+        walk = (item_to_user[start : start + block] @ user_to_item).toarray()
+        if alpha != 1.0:
+            walk = np.power(walk, alpha)
+        walk *= penalty[None, :]
+        rows = np.arange(walk.shape[0])
+        walk[rows, start + rows] = 0.0  # no self-loops
+        m = min(top_m, n_items - 1)
+        top = np.argpartition(-walk, m, axis=1)[:, :m] if m < n_items else np.tile(np.arange(n_items), (len(rows), 1))
+        values = np.take_along_axis(walk, top, axis=1)
+        keep = values > 0
+        parts.append(sp.csr_matrix((values[keep], (np.repeat(rows, m)[keep.ravel()], top[keep])),
+                                   shape=(walk.shape[0], n_items)))  # fmt: skip
+    return sp.vstack(parts).tocsr().astype(np.float32)

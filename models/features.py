@@ -54,7 +54,7 @@ CROSS_NUMERIC = (
     "semantic_affinity", "collaborative_score", "category_affinity", "price_gap", "abs_price_gap",
     "item_age_days", "seen_before", "session_affinity", "n_sources",
 )  # fmt: skip
-SOURCES = ("collaborative", "popular", "semantic", "fresh")
+SOURCES = ("collaborative", "graph", "popular", "semantic", "fresh")
 PROVENANCE = tuple(f"s1_{s}_{kind}" for s in SOURCES for kind in ("rank", "score"))
 
 

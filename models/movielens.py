@@ -1,7 +1,7 @@
 """MovieLens loaders into the data contract.
 
 Two layouts: ml-latest-small / ml-25m / ml-32m (``ratings.csv``, ``movies.csv``, optional ``tags.csv``) and the
-older ml-100k (``u.data``, ``u.item``, ``u.user`` with demographics). Item text is title + genres (+ tags);
+older ml-100k (``u.data``, ``u.item``, ``u.user`` with demographics). Item text is title + genres (+ tags, on request);
 ``created_at`` is the release date (year) or, when absent, the item's first rating.
 """
 
@@ -34,11 +34,15 @@ def detect_layout(folder: Path) -> str:
     raise FileNotFoundError(f"{folder}: not a MovieLens folder (expected ratings.csv + movies.csv, or u.data + u.item)")
 
 
-def load_movielens(folder: Path, now: pd.Timestamp | None = None) -> Dataset:
-    """Load either MovieLens layout from ``folder`` and validate it."""
+def load_movielens(folder: Path, now: pd.Timestamp | None = None, include_tags: bool = False) -> Dataset:
+    """Load either MovieLens layout from ``folder`` and validate it.
+
+    ``include_tags`` adds users' tags to the item text. Off by default: tags carry no time in the item text, so
+    tags written during a test period would leak into offline evaluation.
+    """
     folder = Path(folder)
     layout = detect_layout(folder)
-    return _load_latest(folder, now) if layout == "latest" else _load_100k(folder, now)
+    return _load_latest(folder, now, include_tags) if layout == "latest" else _load_100k(folder, now)
 
 
 def age_band(age: pd.Series) -> pd.Series:
@@ -69,7 +73,7 @@ def _item_text(genres: pd.Series, tags: pd.Series | None) -> pd.Series:
     return description
 
 
-def _load_latest(folder: Path, now: pd.Timestamp | None) -> Dataset:
+def _load_latest(folder: Path, now: pd.Timestamp | None, include_tags: bool) -> Dataset:
     ratings = pd.read_csv(folder / "ratings.csv", dtype={"userId": str, "movieId": str})
     movies = pd.read_csv(folder / "movies.csv", dtype={"movieId": str})
     interactions = pd.DataFrame(
@@ -82,7 +86,7 @@ def _load_latest(folder: Path, now: pd.Timestamp | None) -> Dataset:
         }
     )
     tags = None
-    if (folder / "tags.csv").exists():
+    if include_tags and (folder / "tags.csv").exists():
         raw_tags = pd.read_csv(folder / "tags.csv", dtype={"movieId": str})
         raw_tags["tag"] = raw_tags["tag"].astype(str).str.strip().str.lower()
         per_movie = raw_tags.drop_duplicates(["movieId", "tag"]).groupby("movieId")["tag"].agg(", ".join)

@@ -38,9 +38,20 @@ class Settings(BaseSettings):
     als_regularization: float = Field(default=0.05, ge=0)
     als_iterations: int = Field(default=20, gt=0)
     als_alpha: float = Field(default=1.0, gt=0)
-    candidate_shares: dict[str, float] = Field(
-        default={"collaborative": 0.5, "popular": 0.2, "semantic": 0.2, "fresh": 0.1},
-        description="Share of the merged candidate list each stage-1 source fills first.",
+    als_negative_weight: float = Field(
+        default=0.3, ge=0, le=1, description="ALS confidence of a non-positive interaction (positives: 1)."
+    )
+    candidate_weights: dict[str, float] = Field(
+        default={"collaborative": 1.0, "graph": 1.0, "popular": 0.5, "semantic": 0.5, "fresh": 0.3},
+        description="Reciprocal-rank-fusion weight of each stage-1 source.",
+    )
+    candidate_reserved: dict[str, float] = Field(
+        default={"fresh": 0.02, "semantic": 0.02},
+        description="Share of the candidate list reserved for a source's best items before fusion fills the rest.",
+    )
+    graph_top_m: int = Field(default=200, gt=0, description="Neighbours kept per item in the RP3beta graph table.")
+    availability_grace_days: float = Field(
+        default=0.0, ge=0, description="Items launched up to this long after the query time still count as available."
     )
     popular_half_life_days: float = Field(default=14.0, gt=0)
     semantic_half_life_days: float = Field(default=30.0, gt=0)

@@ -25,15 +25,15 @@ from models.candidates import (
     CollaborativeSource,
     DecayedPopularity,
     FreshSource,
+    ItemItemSource,
     PopularitySnapshot,
     PopularSource,
     SemanticSource,
     SourceResult,
     UserQuery,
-    merge,
-    scale_quotas,
+    fuse,
 )
-from models.collaborative import AlsParams, CollaborativeModel, fit_als, mips_item_vectors, mips_query
+from models.collaborative import AlsParams, CollaborativeModel, fit_als, mips_item_vectors, mips_query, rp3beta_table
 from models.contract import Dataset
 from models.indexes import VectorIndex, exact_search
 from models.settings import Settings
@@ -42,12 +42,23 @@ from models.splits import Split, evaluation_split, is_positive, relevant_items
 RECALL_KS = (50, 100, 200, 500, 1000)
 
 
+DEFAULT_WEIGHTS = {"collaborative": 1.0, "graph": 1.0, "popular": 0.5, "semantic": 0.5, "fresh": 0.3}
+DEFAULT_RESERVED = {"fresh": 0.02, "semantic": 0.02}
+
+
 @dataclass(frozen=True)
 class Stage1Config:
     als: AlsParams = AlsParams()
-    shares: Mapping[str, float] = field(
-        default_factory=lambda: {"collaborative": 0.5, "popular": 0.2, "semantic": 0.2, "fresh": 0.1}
-    )
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    """Reciprocal-rank-fusion weight of each source (0: retrieved for provenance, not fused)."""
+    reserved: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RESERVED))
+    """Share of the list each source is guaranteed (its best items), before fusion fills the rest."""
+    graph_top_m: int = 200
+    graph_beta: float = 0.5
+    graph_recent: int = 50
+    graph_decay: float = 20.0
+    availability_grace_days: float = 0.0
+    """Items launched more than this after the query time are not recommendable (0: strictly point-in-time)."""
     semantic_half_life_days: float = 30.0
     popular_half_life_days: float = 14.0
     fresh_window_days: float = 30.0
@@ -107,10 +118,16 @@ class Stage1:
     """The candidate sources and the merge rule; holds everything a published version needs for stage 1."""
 
     sources: list[CandidateSource]
-    shares: Mapping[str, float]
     config: Stage1Config
+    created: np.ndarray
+    item_ids: np.ndarray
     collaborative: CollaborativeModel | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._row_of = pd.Index(self.item_ids)
+        grace = self.config.availability_grace_days * DAY_SECONDS
+        self._available_from = self.created - grace
 
     def source(self, name: str) -> CandidateSource:
         for source in self.sources:
@@ -118,14 +135,26 @@ class Stage1:
                 return source
         raise KeyError(name)
 
+    def available(self, result: SourceResult, as_of: float) -> SourceResult:
+        """Drop items not launched yet at the query time (a source may know them from later interactions)."""
+        rows = self._row_of.get_indexer(result.item_ids)
+        keep = (rows >= 0) & (self._available_from[np.clip(rows, 0, None)] <= as_of)
+        if keep.all():
+            return result
+        return SourceResult(result.source, result.item_ids[keep], result.scores[keep])
+
     def retrieve_all(self, query: UserQuery, k: int) -> list[SourceResult]:
-        return [source.retrieve(query, k) for source in self.sources]
+        return [self.available(source.retrieve(query, k), query.as_of) for source in self.sources]
+
+    def reserved_slots(self, k: int) -> dict[str, int]:
+        return {name: int(round(share * k)) for name, share in self.config.reserved.items()}
+
+    def fuse(self, results: Sequence[SourceResult], k: int) -> Candidates:
+        return fuse(results, k, self.config.weights, self.reserved_slots(k))
 
     def candidates(self, query: UserQuery, k: int) -> Candidates:
-        """Merged, de-duplicated candidates; each source retrieves its quota plus room for overlaps."""
-        quotas = scale_quotas({s.name: self.shares.get(s.name, 0.0) for s in self.sources}, k)
-        results = [s.retrieve(query, max(quotas[s.name], 1) * 2) for s in self.sources]
-        return merge(results, quotas, k)
+        """Every source's top ``k``, fused into ``k`` unique candidates with provenance."""
+        return self.fuse(self.retrieve_all(query, k), k)
 
 
 def fit_stage1(
@@ -152,6 +181,9 @@ def fit_stage1(
     started = time.perf_counter()
     als = fit_als(interactions, item_ids, config.als)
     timings["als_fit_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    graph = rp3beta_table(interactions, item_ids, beta=config.graph_beta, top_m=config.graph_top_m)
+    timings["graph_table_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
     lifted, _ = mips_item_vectors(als.item_factors)
@@ -168,11 +200,12 @@ def fit_stage1(
     created = items[C.CREATED_AT].astype("int64").to_numpy() / 1e9
     sources: list[CandidateSource] = [
         CollaborativeSource(collab_index, als),
+        ItemItemSource(graph, item_ids, config.graph_recent, config.graph_decay),
         PopularSource(popularity),
         SemanticSource(text_index, text_vectors, config.semantic_half_life_days),
         FreshSource(item_ids, created, popularity, config.fresh_window_days),
     ]
-    return Stage1(sources, dict(config.shares), config, als, timings)
+    return Stage1(sources, config, created, item_ids, als, timings)
 
 
 def evaluate_stage1(
@@ -196,16 +229,16 @@ def evaluate_stage1(
         for result in results:
             for k in ks:
                 totals[result.source][k] += len(wanted.intersection(result.item_ids[:k].tolist())) / len(wanted)
+        merged = stage1.fuse(results, k_max).item_ids.tolist()
         for k in ks:
-            quotas = scale_quotas({r.source: stage1.shares.get(r.source, 0.0) for r in results}, k)
-            merged = merge(results, quotas, k)
-            totals["merged"][k] += len(wanted.intersection(merged.item_ids.tolist())) / len(wanted)
+            totals["merged"][k] += len(wanted.intersection(merged[:k])) / len(wanted)
     return {name: {str(k): value / len(users) for k, value in by_k.items()} for name, by_k in totals.items()}
 
 
 def stage1_summary(stage1: Stage1) -> dict[str, Any]:
     """What the manifest and MLflow record about the fitted stage 1."""
-    summary: dict[str, Any] = {"shares": dict(stage1.shares), "timings": stage1.timings}
+    summary: dict[str, Any] = {"weights": dict(stage1.config.weights), "reserved": dict(stage1.config.reserved),
+                               "timings": stage1.timings}  # fmt: skip
     for source in stage1.sources:
         index = getattr(source, "index", None)
         if isinstance(index, VectorIndex):
@@ -222,8 +255,10 @@ def save_stage1(
     collaborative = stage1.source("collaborative")
     popular = stage1.source("popular")
     fresh = stage1.source("fresh")
+    graph = stage1.source("graph")
     assert isinstance(semantic, SemanticSource) and isinstance(collaborative, CollaborativeSource)
     assert isinstance(popular, PopularSource) and isinstance(fresh, FreshSource)
+    assert isinstance(graph, ItemItemSource)
     np.save(folder / "item_ids.npy", items[C.ITEM_ID].to_numpy().astype(str), allow_pickle=False)
     np.save(folder / "created_at.npy", fresh.created, allow_pickle=False)
     np.save(folder / "text_vectors.npy", semantic.item_vectors, allow_pickle=False)
@@ -238,8 +273,11 @@ def save_stage1(
         },
         "als": collaborative.model.save(folder / "als"),
         "popularity": snapshot.save(folder, "popularity"),
-        "shares": dict(stage1.shares),
+        "graph": graph.save(folder, "graph"),
+        "weights": dict(stage1.config.weights),
+        "reserved": dict(stage1.config.reserved),
         "config": {
+            "availability_grace_days": stage1.config.availability_grace_days,
             "semantic_half_life_days": stage1.config.semantic_half_life_days,
             "popular_half_life_days": stage1.config.popular_half_life_days,
             "fresh_window_days": stage1.config.fresh_window_days,
@@ -269,7 +307,9 @@ def load_stage1(folder: Path, section: Mapping[str, Any], encoder_dim: int | Non
     created = np.load(folder / "created_at.npy", allow_pickle=False)
     config_section = section["config"]
     config = Stage1Config(
-        shares=dict(section["shares"]),
+        weights=dict(section["weights"]),
+        reserved=dict(section["reserved"]),
+        availability_grace_days=config_section["availability_grace_days"],
         semantic_half_life_days=config_section["semantic_half_life_days"],
         popular_half_life_days=config_section["popular_half_life_days"],
         fresh_window_days=config_section["fresh_window_days"],
@@ -277,11 +317,12 @@ def load_stage1(folder: Path, section: Mapping[str, Any], encoder_dim: int | Non
     )
     sources: list[CandidateSource] = [
         CollaborativeSource(collab_index, als),
+        ItemItemSource.load(folder, section["graph"], item_ids),
         PopularSource(popularity),
         SemanticSource(semantic_index, np.asarray(text_vectors), config.semantic_half_life_days),
         FreshSource(item_ids, created, popularity, config.fresh_window_days),
     ]
-    return Stage1(sources, config.shares, config, als)
+    return Stage1(sources, config, created, item_ids, als)
 
 
 def config_from_settings(settings: Settings) -> Stage1Config:
@@ -291,9 +332,13 @@ def config_from_settings(settings: Settings) -> Stage1Config:
             regularization=settings.als_regularization,
             iterations=settings.als_iterations,
             alpha=settings.als_alpha,
+            negative_weight=settings.als_negative_weight,
             seed=settings.seed,
         ),
-        shares=dict(settings.candidate_shares),
+        weights=dict(settings.candidate_weights),
+        reserved=dict(settings.candidate_reserved),
+        graph_top_m=settings.graph_top_m,
+        availability_grace_days=settings.availability_grace_days,
         semantic_half_life_days=settings.semantic_half_life_days,
         popular_half_life_days=settings.popular_half_life_days,
         fresh_window_days=settings.fresh_window_days,

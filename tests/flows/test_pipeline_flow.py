@@ -25,7 +25,7 @@ def test_report_has_the_documented_shape(published):
     for values in report["methods"].values():
         assert set(values) == {"ndcg@10", "recall@10", "map@10"}
         assert all(0.0 <= v <= 1.0 for v in values.values())
-    assert set(report["stage1_recall"]) == {"collaborative", "popular", "semantic", "fresh", "merged"}
+    assert set(report["stage1_recall"]) == {"collaborative", "graph", "popular", "semantic", "fresh", "merged"}
     assert set(report["stage1_recall"]["merged"]) == {"100", "500"}
     assert Path(summary["report_path"]).is_relative_to(settings.reports_dir)
 

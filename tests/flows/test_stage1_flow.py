@@ -24,7 +24,7 @@ def first_run(small_state):
 
 def test_flow_reports_recall_for_every_source(first_run):
     _, result = first_run
-    assert set(result["recall"]) == {"collaborative", "popular", "semantic", "fresh", "merged"}
+    assert set(result["recall"]) == {"collaborative", "graph", "popular", "semantic", "fresh", "merged"}
     for by_k in result["recall"].values():
         assert list(by_k) == ["50", "100", "200", "500", "1000"]
         values = list(by_k.values())
@@ -45,7 +45,7 @@ def test_published_version_loads_and_retrieves(first_run):
     user = str(stage1.collaborative.user_ids[0])
     candidates = stage1.candidates(UserQuery(user, as_of=section["as_of"]), k=100)
     assert len(candidates) == 100 and len(set(candidates.item_ids)) == 100
-    assert set(candidates.primary_source) <= {"collaborative", "popular", "semantic", "fresh"}
+    assert set(candidates.primary_source) <= {"collaborative", "graph", "popular", "semantic", "fresh"}
 
 
 def test_mlflow_run_has_metrics_params_and_plot(first_run):

@@ -12,14 +12,16 @@ from models.candidates import (
     CollaborativeSource,
     DecayedPopularity,
     FreshSource,
+    ItemItemSource,
     PopularSource,
     SemanticSource,
     SourceResult,
     UserQuery,
+    fuse,
     merge,
     scale_quotas,
 )
-from models.collaborative import CollaborativeModel, mips_item_vectors
+from models.collaborative import CollaborativeModel, mips_item_vectors, rp3beta_table
 from models.indexes import VectorIndex
 
 DAY0 = 20_000 * DAY_SECONDS  # a whole day in unix seconds
@@ -128,3 +130,46 @@ def test_scale_quotas():
     assert scale_quotas({"a": 0.5, "b": 0.3, "c": 0.2}, 10) == {"a": 5, "b": 3, "c": 2}
     quotas = scale_quotas({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 100)
     assert sum(quotas.values()) == 100 and max(quotas.values()) - min(quotas.values()) <= 1
+
+
+def test_fuse_orders_by_weighted_reciprocal_rank():
+    a = result("a", "xyz")
+    b = result("b", "zyw")
+    merged = fuse([a, b], k=4, weights={"a": 1.0, "b": 1.0}, rrf_k=0.0 + 1.0)
+    # scores with rrf_k=1: x 1/1, y 1/2+1/2, z 1/3+1/1, w 1/3
+    assert merged.item_ids.tolist() == ["z", "x", "y", "w"]
+    assert merged.primary_source.tolist() == ["b", "a", "a", "b"]
+    assert merged.ranks["a"].tolist() == [2, 0, 1, -1]
+
+
+def test_fuse_reserves_slots_for_weak_sources():
+    strong = result("strong", "abcdef")
+    weak = result("weak", "uv")
+    merged = fuse([strong, weak], k=4, weights={"strong": 1.0, "weak": 0.01}, reserved={"weak": 1})
+    assert "u" in merged.item_ids and "v" not in merged.item_ids and len(merged) == 4
+
+
+def test_item_item_source_follows_recent_items():
+    import scipy.sparse as sp
+
+    item_ids = np.array(["a", "b", "c", "d"])
+    table = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]]))
+    source = ItemItemSource(table, item_ids, recent=10, decay=1.0)
+    # c is most recent, so its neighbour d outranks a's neighbour b
+    found = source.retrieve(UserQuery("u", as_of=DAY0, history_items=["a", "c"], exclude=frozenset({"a", "c"})), k=5)
+    assert found.item_ids.tolist() == ["d", "b"]
+    assert len(source.retrieve(UserQuery("u", as_of=DAY0, history_items=["zz"]), k=5)) == 0
+
+
+def test_rp3beta_links_items_shared_by_users():
+    log = pd.DataFrame(
+        {
+            C.USER_ID: ["u1", "u1", "u2", "u2", "u3"],
+            C.ITEM_ID: ["a", "b", "a", "b", "c"],
+            C.TIMESTAMP: pd.Timestamp("2025-01-01", tz="UTC"),
+        }
+    )
+    table = rp3beta_table(log, ["a", "b", "c"], top_m=2).toarray()
+    assert table[0, 1] > 0 and table[1, 0] > 0  # a and b co-occur
+    assert table[0, 2] == 0 and table[2, 0] == 0  # c shares no user with them
+    assert np.all(np.diag(table) == 0)

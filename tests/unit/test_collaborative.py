@@ -37,7 +37,8 @@ def two_taste_interactions(seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
 @pytest.fixture(scope="module")
 def model() -> CollaborativeModel:
     frame, items = two_taste_interactions()
-    return fit_als(frame, items, AlsParams(factors=8, iterations=10, regularization=0.1, alpha=2.0), threads=1)
+    params = AlsParams(factors=8, iterations=10, regularization=0.1, alpha=2.0, negative_weight=None)
+    return fit_als(frame, items, params, threads=1)
 
 
 def test_users_get_their_own_taste(model: CollaborativeModel):

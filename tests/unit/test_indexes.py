@@ -27,9 +27,9 @@ def ids(n: int) -> np.ndarray:
 
 def test_factory_by_catalogue_size():
     assert choose_factory(10_000, 384) == "Flat"
-    assert choose_factory(100_000, 384) == "IVF1024,Flat"
-    assert choose_factory(1_000_000, 384).startswith("IVF4096,")
-    assert choose_factory(20_000_000, 384) == "IVF16384,PQ48x8,RFlat"
+    assert choose_factory(100_000, 384) == "IVF256,SQ8"
+    assert choose_factory(1_000_000, 384) == "IVF1024,SQ8"
+    assert choose_factory(20_000_000, 384) == "IVF4096,PQ48np"
 
 
 def test_flat_search_is_exact_and_maps_ids():
@@ -131,3 +131,14 @@ def test_l2_index_file_is_refused(saved):
     faiss.write_index(faiss.IndexFlatL2(16), str(folder / "semantic.faiss"))
     with pytest.raises(ArtifactError, match="is not inner product"):
         VectorIndex.load(folder, entry)
+
+
+def test_ivf_pq_option_for_very_large_catalogues(tmp_path: Path):
+    """The IVF-PQ factory the chooser picks from 10 M vectors, built and round-tripped at small scale."""
+    vectors = unit_vectors(6000, dim=32, seed=7)
+    index = VectorIndex.build(vectors, ids(6000), factory="IVF64,PQ8np")
+    truth = exact_search(vectors, vectors[:30], 50)
+    recall = index.tune(vectors[:30], truth, k=50, target=0.5)
+    assert recall >= 0.5 and index.params["nprobe"] >= 1
+    loaded = VectorIndex.load(tmp_path, index.save(tmp_path, "pq"), expected_dim=32)
+    np.testing.assert_array_equal(loaded.search(vectors[:3], 10)[1], index.search(vectors[:3], 10)[1])

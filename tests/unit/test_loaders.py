@@ -57,7 +57,8 @@ def ml100k_dir(tmp_path: Path) -> Path:
 
 def test_latest_layout(latest_dir: Path):
     assert detect_layout(latest_dir) == "latest"
-    dataset = load_movielens(latest_dir)
+    assert "Tags" not in load_movielens(latest_dir).items[C.DESCRIPTION].iloc[0]  # off by default: they leak
+    dataset = load_movielens(latest_dir, include_tags=True)
     items = dataset.items.set_index(C.ITEM_ID)
     assert len(items) == 3 and len(dataset.users) == 2 and len(dataset.interactions) == 4
     assert items.loc["1", C.CATEGORY] == "Adventure"
@@ -160,7 +161,7 @@ def test_save_and_reload_round_trip(tmp_path: Path, latest_dir: Path):
 
 
 def test_real_movielens_small(movielens_small: Path):
-    dataset = load_movielens(movielens_small)
+    dataset = load_movielens(movielens_small, include_tags=True)
     assert len(dataset.interactions) == 100_836
     assert dataset.users[C.USER_ID].nunique() == 610
     assert len(dataset.items) == 9_742
