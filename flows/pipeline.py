@@ -84,7 +84,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], settings)
+    reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["recall"], settings)
     timings["reranker"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightgbm
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
@@ -65,8 +66,8 @@ def champion_ranker(name: str, spec_names: list[str]) -> tuple[Ranker | None, st
         return None, None
     booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
     if booster.feature_name() != spec_names:
-        return None, version.version
-    return Ranker(booster, spec_names, [], booster.current_iteration()), version.version
+        return None, str(version.version)
+    return Ranker(booster, spec_names, [], booster.current_iteration()), str(version.version)
 
 
 @task
@@ -108,7 +109,12 @@ def log_and_register(
         sweep = report["k_sweep"]["rows"]
         log_figure(figure_lines({"NDCG@10": {r["k_candidates"]: r["ndcg@10"] for r in sweep}},
                                 "Candidate-set size: NDCG@10 by K", "K candidates", "NDCG@10"), "ndcg_by_k.png")  # fmt: skip
-        info = mlflow.lightgbm.log_model(ranker.booster, name="reranker", registered_model_name=name)
+        info = mlflow.lightgbm.log_model(
+            ranker.booster,
+            name="reranker",
+            registered_model_name=name,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+        )  # no slow inference
         version = info.registered_model_version
         new_ndcg = report["methods"]["two_stage"]["ndcg@10"]
         old_ndcg = report.get("champion_ndcg@10")
@@ -142,12 +148,22 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
 
 
 @flow(name="reranker", log_prints=True)
-def reranker_flow(dataset_dir: str, fingerprint: str, vectors_path: str, settings: Settings) -> dict[str, Any]:
-    """Build the training set, train, evaluate against the baselines, size K, log and register."""
+def reranker_flow(
+    dataset_dir: str,
+    fingerprint: str,
+    vectors_path: str,
+    stage1_recall: dict[str, dict[str, float]],
+    settings: Settings,
+) -> dict[str, Any]:
+    """Build the training set, train, evaluate against the baselines, size K, log and register.
+
+    ``stage1_recall`` (Recall@K per source, from the stage-1 flow on the same split) joins the report."""
     config = settings_key(settings, *RERANKER_SETTINGS)
     training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, config, settings)
     ranker_dir = train_reranker(training_dir, config, settings)
     report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, settings)
+    report["stage1_recall_all_k"] = stage1_recall
+    report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")} for name, by_k in stage1_recall.items()}
     registration = log_and_register(report, training_dir, ranker_dir, fingerprint, settings)
     table = evaluation_table(report)
     rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]

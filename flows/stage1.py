@@ -23,7 +23,7 @@ from models.tracking import configure_mlflow, flat_metrics, log_figure, recall_c
 STAGE1_SETTINGS = (
     "seed", "test_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
     "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory", "ann_target_recall",
-    "candidates_k", "eval_max_users",
+    "candidates_k", "recall_max_users",
 )  # fmt: skip
 SECTION_FILE = "section.json"
 

@@ -32,7 +32,7 @@ from models.recommend import PointInTimeItemFeatures, Recommender
 from models.rules import NEUTRAL_RULES, Catalog
 from models.settings import Settings
 from models.splits import evaluation_split, label_split
-from models.stage1 import config_from_settings, evaluate_stage1, fit_stage1
+from models.stage1 import config_from_settings, fit_stage1
 from models.training_set import build_training_set, choose_training_users
 
 TRAINING_FILE = "training_set.npz"
@@ -145,17 +145,12 @@ def evaluation_step(
     methods["two_stage"] = metrics_of(two_stage, users)
     sizing = sweep_candidate_k(recommender, _subset(users, settings.sweep_max_users, settings.seed),
                                tolerance=settings.k_tolerance)  # fmt: skip
-    recall = evaluate_stage1(recommender.stage1, split, max_users=settings.eval_max_users, seed=settings.seed)
     report: dict[str, Any] = {
         "dataset": dataset.name,
         "k_candidates": sizing["chosen_k"],
         "evaluated_with_k_candidates": settings.candidates_k,
         "users": len(users.users),
         "methods": methods,
-        "stage1_recall": {
-            name: {k: v for k, v in by_k.items() if k in ("100", "500")} for name, by_k in recall.items()
-        },
-        "stage1_recall_all_k": recall,
         "k_sweep": sizing,
         "two_stage_latency_ms": {
             "p50": float(np.percentile(latencies, 50)),

@@ -34,15 +34,15 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=64, gt=0)
     embedding_backend: str = Field(default="torch", description="Text encoder: 'torch' (sentence-transformers).")
 
-    als_factors: int = Field(default=64, gt=0)
-    als_regularization: float = Field(default=0.05, ge=0)
-    als_iterations: int = Field(default=20, gt=0)
-    als_alpha: float = Field(default=1.0, gt=0)
+    als_factors: int = Field(default=32, gt=0)
+    als_regularization: float = Field(default=5.0, ge=0)
+    als_iterations: int = Field(default=15, gt=0)
+    als_alpha: float = Field(default=10.0, gt=0)
     als_negative_weight: float = Field(
         default=0.3, ge=0, le=1, description="ALS confidence of a non-positive interaction (positives: 1)."
     )
     candidate_weights: dict[str, float] = Field(
-        default={"collaborative": 1.0, "graph": 1.0, "popular": 0.5, "semantic": 0.5, "fresh": 0.3},
+        default={"collaborative": 1.0, "graph": 0.7, "popular": 0.5, "semantic": 0.3, "fresh": 0.1},
         description="Reciprocal-rank-fusion weight of each stage-1 source.",
     )
     candidate_reserved: dict[str, float] = Field(
@@ -58,11 +58,17 @@ class Settings(BaseSettings):
     fresh_window_days: float = Field(default=30.0, gt=0)
     index_factory: str | None = Field(default=None, description="FAISS factory string; default: by catalogue size.")
     ann_target_recall: float = Field(default=0.95, gt=0, le=1)
-    candidates_k: int = Field(default=500, gt=0, le=5000, description="Candidates retrieved per request.")
-    eval_max_users: int | None = Field(default=2000, description="Cap on test users in evaluations (None: all).")
+    candidates_k: int = Field(
+        default=300,
+        gt=0,
+        le=5000,
+        description="Candidates per request in training and evaluation (serving uses the K the sweep chose).",
+    )
+    eval_max_users: int | None = Field(default=1000, description="Cap on test users in evaluations (None: all).")
+    recall_max_users: int | None = Field(default=500, description="Cap on test users in the stage-1 Recall@K report.")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
-    train_max_users: int | None = Field(default=2000, description="Cap on users in the re-ranker's training set.")
+    train_max_users: int | None = Field(default=1500, description="Cap on users in the re-ranker's training set.")
     ranker_rounds: int = Field(default=400, gt=0)
     ranker_learning_rate: float = Field(default=0.05, gt=0)
     ranker_leaves: int = Field(default=31, gt=1)
@@ -71,7 +77,7 @@ class Settings(BaseSettings):
     ranker_valid_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
     )
-    sweep_max_users: int | None = Field(default=500, description="Users in the candidate-set size sweep.")
+    sweep_max_users: int | None = Field(default=300, description="Users in the candidate-set size sweep.")
     k_tolerance: float = Field(
         default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."
     )

@@ -56,7 +56,7 @@ class Stage1Config:
     graph_top_m: int = 200
     graph_beta: float = 0.5
     graph_recent: int = 50
-    graph_decay: float = 20.0
+    graph_decay: float = 100.0
     availability_grace_days: float = 0.0
     """Items launched more than this after the query time are not recommendable (0: strictly point-in-time)."""
     semantic_half_life_days: float = 30.0
@@ -360,7 +360,7 @@ def evaluate_stage1_step(dataset: Dataset, text_vectors: np.ndarray, settings: S
     split = evaluation_split(dataset.interactions, settings.test_fraction)
     stage1 = fit_stage1(split.history, dataset.items, text_vectors, config_from_settings(settings))
     started = time.perf_counter()
-    recall = evaluate_stage1(stage1, split, max_users=settings.eval_max_users, seed=settings.seed)
+    recall = evaluate_stage1(stage1, split, max_users=settings.recall_max_users, seed=settings.seed)
     stage1.timings["evaluate_s"] = time.perf_counter() - started
     return {"recall": recall, **stage1_summary(stage1)}
 

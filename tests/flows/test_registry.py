@@ -1,0 +1,77 @@
+"""The registered re-ranker's ``champion`` alias moves only when a new model beats it on the same evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from flows.reranker import DONE, champion_ranker, log_and_register
+from models import columns as C
+from models.features import CATEGORICAL_FEATURES, FeatureSpec
+from models.ranker import RankerParams, RankingData, train_ranker
+from models.reranking import RANKER_SECTION, SPEC_FILE
+from models.settings import Settings
+from models.tracking import configure_mlflow
+
+
+def tiny_ranker_dir(folder: Path, spec: FeatureSpec, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    n = len(spec.names)
+    features = rng.normal(size=(400, n)).astype(np.float32)
+    for column in CATEGORICAL_FEATURES:
+        features[:, spec.names.index(column)] = rng.integers(0, 3, size=400)
+    labels = (features[:, 0] > 1).astype(int)
+    data = RankingData(features, labels, np.full(20, 20), np.array([f"u{i}" for i in range(20)]))
+    params = RankerParams(num_boost_round=5, min_data_in_leaf=5, early_stopping_rounds=5, threads=1)
+    ranker = train_ranker(data, data, spec.names, CATEGORICAL_FEATURES, params)
+    section = ranker.save(folder)
+    section.update({"valid_ndcg@10": 0.5, "importance": ranker.importance()})
+    (folder / RANKER_SECTION).write_text(json.dumps(section))
+    (folder / SPEC_FILE).write_text(json.dumps(spec.to_json()))
+    return folder
+
+
+def report(ndcg: float, champion: float | None) -> dict:
+    methods = {
+        m: {"ndcg@10": ndcg, "recall@10": 0.1, "map@10": 0.05} for m in ("popularity", "als", "stage1", "two_stage")
+    }
+    recall = {"merged": {"50": 0.1, "100": 0.2, "500": 0.4}}
+    return {
+        "dataset": "demo", "k_candidates": 100, "methods": methods, "stage1_recall_all_k": recall,
+        "k_sweep": {"rows": [{"k_candidates": 100, "ndcg@10": ndcg}]}, "two_stage_latency_ms": {"p50": 1.0, "p99": 2.0},
+        "champion_ndcg@10": champion,
+    }  # fmt: skip
+
+
+def test_alias_moves_only_on_improvement(tmp_path: Path):
+    settings = Settings(state_dir=tmp_path / "state")
+    users = pd.DataFrame({C.USER_ID: ["a"], C.SEGMENT: ["s"], C.DEVICE: ["d"], C.AGE_BAND: ["x"]})
+    spec = FeatureSpec.fit(users, ["c1", "c2"])
+    training = tmp_path / "training"
+    training.mkdir()
+    (training / DONE).write_text(json.dumps({"groups": 20.0}))
+    first = log_and_register.fn(
+        report(0.10, None), str(training), str(tiny_ranker_dir(tmp_path / "r1", spec, 1)), "f" * 64, settings
+    )
+    assert first["promoted"] and first["version"] == "1"
+    worse = log_and_register.fn(
+        report(0.08, 0.10), str(training), str(tiny_ranker_dir(tmp_path / "r2", spec, 2)), "f" * 64, settings
+    )
+    assert not worse["promoted"] and worse["version"] == "2"
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("reranker", "champion").version) == "1"
+    better = log_and_register.fn(
+        report(0.12, 0.10), str(training), str(tiny_ranker_dir(tmp_path / "r3", spec, 3)), "f" * 64, settings
+    )
+    assert better["promoted"]
+    assert str(client.get_model_version_by_alias("reranker", "champion").version) == "3"
+    # the champion loads back as a ranker for the next comparison
+    configure_mlflow(settings.mlflow_dir, "recsys-demo")
+    champion, version = champion_ranker("reranker", list(spec.names))
+    assert champion is not None and version == "3"
+    incompatible, _ = champion_ranker("reranker", ["other"])
+    assert incompatible is None
