@@ -15,8 +15,16 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from models.candidates import Candidates, CollaborativeSource, SemanticSource, UserQuery, merge, scale_quotas
-from models.collaborative import mips_item_vectors
+from models.candidates import (
+    Candidates,
+    CollaborativeSource,
+    SemanticSource,
+    SourceResult,
+    UserQuery,
+    merge,
+    scale_quotas,
+)
+from models.collaborative import mips_query
 from models.features import (
     USER_RECENT_ITEMS,
     USER_RECENT_TIMES,
@@ -160,8 +168,7 @@ class Recommender:
         )
         fallback = not known and not degraded and request.query_vector is None and not request.session_item_ids
         candidates = self._candidates(query, fallback)
-        rows = self.row_of.get_indexer(candidates.item_ids)
-        return Retrieval(query, candidates, rows, seen, fallback)
+        return Retrieval(query, candidates, candidates.rows, seen, fallback)
 
     def recommend(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Result:
         timings: dict[str, float] = {}
@@ -198,13 +205,16 @@ class Recommender:
                       timings_ms=timings)  # fmt: skip
 
     def _candidates(self, query: UserQuery, fallback: bool) -> Candidates:
+        catalogue = self.catalog.item_ids
         if query.text_vector is not None:  # search: semantic retrieval only
-            result = self.semantic.retrieve(query, self.k_candidates)
-            return merge([result], {result.source: self.k_candidates}, self.k_candidates)
+            query = self.stage1.with_exclude_rows(query)
+            result = self.stage1.available(self.semantic.retrieve(query, self.k_candidates), query.as_of)
+            return merge([result], {result.source: self.k_candidates}, self.k_candidates, catalogue)
         if fallback:
             quotas = scale_quotas(FALLBACK_SHARES, self.k_candidates)
-            results = [self.stage1.source(name).retrieve(query, quotas[name] * 2) for name in FALLBACK_SHARES]
-            return merge(results, quotas, self.k_candidates)
+            results = [self.stage1.available(self.stage1.source(name).retrieve(query, quotas[name] * 2), query.as_of)
+                       for name in FALLBACK_SHARES]  # fmt: skip
+            return merge(results, quotas, self.k_candidates, catalogue)
         return self.stage1.candidates(query, self.k_candidates)
 
     def feature_matrix(
@@ -272,18 +282,18 @@ class Recommender:
             raise KeyError(item_id)
         exclude = frozenset({item_id})
         fetch = max(4 * k, 50)
-        text = self.semantic.retrieve(
-            UserQuery(None, as_of, text_vector=self.text_vectors[row], exclude=exclude), fetch
-        )
-        results = [text]
+        query = UserQuery(None, as_of, text_vector=self.text_vectors[row], exclude=exclude,
+                          exclude_rows=np.array([row], dtype=np.int64))  # fmt: skip
+        results = [self.semantic.retrieve(query, fetch)]
         collab_row = self.collab_rows[row]
-        if collab_row >= 0:
-            lifted, _ = mips_item_vectors(self.collaborative.model.item_factors[[collab_row]])
-            scores, ids = self.collaborative.index.search(lifted, fetch + 1)
-            keep = ids[0] != item_id
-            results.insert(0, type(text)("collaborative", ids[0][keep][:fetch], scores[0][keep][:fetch]))
-        merged = merge(results, scale_quotas({r.source: 1.0 for r in results}, fetch), fetch)
-        rows = self.row_of.get_indexer(merged.item_ids)
+        if collab_row >= 0:  # neighbours by ALS inner product (the MIPS query of the item's own factors)
+            scores, found = self.collaborative.index.search_rows(
+                mips_query(self.collaborative.model.item_factors[collab_row]), fetch + 1
+            )
+            keep = (found[0] != row) & (found[0] >= 0)
+            results.insert(0, SourceResult("collaborative", found[0][keep][:fetch], scores[0][keep][:fetch]))
+        merged = merge(results, scale_quotas({r.source: 1.0 for r in results}, fetch), fetch, self.catalog.item_ids)
+        rows = merged.rows
         ruled = apply_rules(self.catalog, rows, -np.arange(len(rows), dtype=np.float64), k, as_of,
                             RulesConfig(freshness_weight=0.0, max_per_category=0, in_stock_only=self.rules.in_stock_only),
                             filters, exclude)  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,20 +137,26 @@ class Stage1:
 
     def available(self, result: SourceResult, as_of: float) -> SourceResult:
         """Drop items not launched yet at the query time (a source may know them from later interactions)."""
-        rows = self._row_of.get_indexer(result.item_ids)
-        keep = (rows >= 0) & (self._available_from[np.clip(rows, 0, None)] <= as_of)
+        keep = self._available_from[result.rows] <= as_of
         if keep.all():
             return result
-        return SourceResult(result.source, result.item_ids[keep], result.scores[keep])
+        return SourceResult(result.source, result.rows[keep], result.scores[keep])
+
+    def with_exclude_rows(self, query: UserQuery) -> UserQuery:
+        if not query.exclude:
+            return query
+        rows = self._row_of.get_indexer(list(query.exclude))
+        return replace(query, exclude_rows=rows[rows >= 0].astype(np.int64))
 
     def retrieve_all(self, query: UserQuery, k: int) -> list[SourceResult]:
+        query = self.with_exclude_rows(query)
         return [self.available(source.retrieve(query, k), query.as_of) for source in self.sources]
 
     def reserved_slots(self, k: int) -> dict[str, int]:
         return {name: int(round(share * k)) for name, share in self.config.reserved.items()}
 
     def fuse(self, results: Sequence[SourceResult], k: int) -> Candidates:
-        return fuse(results, k, self.config.weights, self.reserved_slots(k))
+        return fuse(results, k, self.config.weights, self.reserved_slots(k), catalogue=self.item_ids)
 
     def candidates(self, query: UserQuery, k: int) -> Candidates:
         """Every source's top ``k``, fused into ``k`` unique candidates with provenance."""
@@ -227,8 +233,9 @@ def evaluate_stage1(
         results = stage1.retrieve_all(query, k_max)
         wanted = relevant[user]
         for result in results:
+            ids = stage1.item_ids[result.rows]
             for k in ks:
-                totals[result.source][k] += len(wanted.intersection(result.item_ids[:k].tolist())) / len(wanted)
+                totals[result.source][k] += len(wanted.intersection(ids[:k].tolist())) / len(wanted)
         merged = stage1.fuse(results, k_max).item_ids.tolist()
         for k in ks:
             totals["merged"][k] += len(wanted.intersection(merged[:k])) / len(wanted)

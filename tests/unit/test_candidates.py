@@ -25,6 +25,7 @@ from models.collaborative import CollaborativeModel, mips_item_vectors, rp3beta_
 from models.indexes import VectorIndex
 
 DAY0 = 20_000 * DAY_SECONDS  # a whole day in unix seconds
+NAMES = np.array(["a", "b", "c", "d"])
 
 
 def events(rows: list[tuple[str, int]]) -> pd.DataFrame:
@@ -53,8 +54,8 @@ def test_decayed_popularity_counts_only_earlier_days_and_decays():
 def test_popular_source_ranks_and_excludes():
     log = events([("a", 0), ("b", 1), ("b", 1), ("c", 1), ("c", 1), ("c", 1)])
     source = PopularSource(DecayedPopularity(log, ["a", "b", "c", "d"], half_life_days=30.0))
-    result = source.retrieve(UserQuery("u", as_of=DAY0 + 3 * DAY_SECONDS, exclude=frozenset({"b"})), k=5)
-    assert result.item_ids.tolist() == ["c", "a"]  # d never seen, b excluded
+    result = source.retrieve(UserQuery("u", as_of=DAY0 + 3 * DAY_SECONDS, exclude_rows=np.array([1])), k=5)
+    assert NAMES[result.rows].tolist() == ["c", "a"]  # d never seen, b excluded
     assert result.source == "popular"
 
 
@@ -64,7 +65,7 @@ def test_fresh_source_keeps_the_window():
     popularity = DecayedPopularity(log, ["old", "mid", "new", "future"], half_life_days=7.0)
     source = FreshSource(["old", "mid", "new", "future"], created, popularity, window_days=30.0)
     result = source.retrieve(UserQuery("u", as_of=DAY0), k=10)
-    assert result.item_ids.tolist() == ["mid", "new"]  # popular first; the future item does not exist yet
+    assert result.rows.tolist() == [1, 2]  # mid (popular) first, then new; the future item does not exist yet
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:
@@ -79,14 +80,13 @@ def test_semantic_source_follows_recent_history():
     # old x history, recent y history: the recent taste wins
     query = UserQuery(
         "u", as_of=DAY0, history_items=["x1", "y1"], history_times=[DAY0 - 20 * DAY_SECONDS, DAY0],
-        exclude=frozenset({"x1", "y1"}),
+        exclude_rows=np.array([0, 3]),
     )  # fmt: skip
-    result = source.retrieve(query, k=3)
-    assert set(result.item_ids) == {"y2", "y3", "x2"} and result.item_ids[0] in {"y2", "y3"}
-    assert "y1" not in result.item_ids
+    found = item_ids[source.retrieve(query, k=3).rows]
+    assert set(found) == {"y2", "y3", "x2"} and found[0] in {"y2", "y3"}
     # a search text vector overrides the history
     result = source.retrieve(UserQuery(None, as_of=DAY0, text_vector=vectors[0]), k=1)
-    assert result.item_ids.tolist() == ["x1"]
+    assert item_ids[result.rows].tolist() == ["x1"]
     assert len(source.retrieve(UserQuery(None, as_of=DAY0), k=3)) == 0
 
 
@@ -96,25 +96,29 @@ def test_collaborative_source_uses_user_vector_or_fold_in():
     model = CollaborativeModel(item_ids, item_factors, np.array(["u"]), np.array([[0.0, 2.0]], np.float32), 0.1, 1.0)
     lifted, _ = mips_item_vectors(item_factors)
     source = CollaborativeSource(VectorIndex.build(lifted, item_ids), model)
-    assert source.retrieve(UserQuery("u", as_of=DAY0), k=3).item_ids.tolist() == ["b", "c", "a"]
-    folded = source.retrieve(UserQuery("new", as_of=DAY0, history_items=["a"], exclude=frozenset({"a"})), k=3)
-    assert folded.item_ids.tolist() == ["c", "b"]
+    assert item_ids[source.retrieve(UserQuery("u", as_of=DAY0), k=3).rows].tolist() == ["b", "c", "a"]
+    folded = source.retrieve(UserQuery("new", as_of=DAY0, history_items=["a"], exclude_rows=np.array([0])), k=3)
+    assert item_ids[folded.rows].tolist() == ["c", "b"]
     assert len(source.retrieve(UserQuery("new", as_of=DAY0), k=3)) == 0
 
 
+LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
 def result(source: str, items: str) -> SourceResult:
-    ids = np.array(list(items))
-    return SourceResult(source, ids, np.linspace(1.0, 0.5, len(ids)).astype(np.float32))
+    """A source's ranked list written as letters; rows are the letters' positions in the alphabet."""
+    rows = np.array([ord(letter) - ord("a") for letter in items], dtype=np.int64)
+    return SourceResult(source, rows, np.linspace(1.0, 0.5, len(rows)).astype(np.float32))
 
 
 def test_merge_respects_quotas_and_dedupes():
-    merged = merge([result("s1", "abcdef"), result("s2", "bxyz")], {"s1": 2, "s2": 2}, k=4)
+    merged = merge([result("s1", "abcdef"), result("s2", "bxyz")], {"s1": 2, "s2": 2}, k=4, catalogue=LETTERS)
     assert merged.item_ids.tolist() == ["a", "b", "x", "y"]
     assert merged.primary_source.tolist() == ["s1", "s1", "s2", "s2"]
 
 
 def test_merge_keeps_provenance_from_every_source():
-    merged = merge([result("s1", "abc"), result("s2", "cb")], {"s1": 1, "s2": 2}, k=3)
+    merged = merge([result("s1", "abc"), result("s2", "cb")], {"s1": 1, "s2": 2}, k=3, catalogue=LETTERS)
     assert merged.item_ids.tolist() == ["a", "c", "b"]
     assert merged.provenance(1) == {"s1": {"rank": 2, "score": pytest.approx(0.5)}, "s2": {"rank": 0, "score": 1.0}}
     assert merged.provenance(0) == {"s1": {"rank": 0, "score": 1.0}}
@@ -122,7 +126,7 @@ def test_merge_keeps_provenance_from_every_source():
 
 
 def test_merge_fills_from_leftovers_when_a_source_runs_dry():
-    merged = merge([result("s1", "abcdef"), result("s2", "x")], {"s1": 2, "s2": 3}, k=5)
+    merged = merge([result("s1", "abcdef"), result("s2", "x")], {"s1": 2, "s2": 3}, k=5, catalogue=LETTERS)
     assert merged.item_ids.tolist() == ["a", "b", "x", "c", "d"]
 
 
@@ -135,7 +139,7 @@ def test_scale_quotas():
 def test_fuse_orders_by_weighted_reciprocal_rank():
     a = result("a", "xyz")
     b = result("b", "zyw")
-    merged = fuse([a, b], k=4, weights={"a": 1.0, "b": 1.0}, rrf_k=0.0 + 1.0)
+    merged = fuse([a, b], k=4, weights={"a": 1.0, "b": 1.0}, rrf_k=1.0, catalogue=LETTERS)
     # scores with rrf_k=1: x 1/1, y 1/2+1/2, z 1/3+1/1, w 1/3
     assert merged.item_ids.tolist() == ["z", "x", "y", "w"]
     assert merged.primary_source.tolist() == ["b", "a", "a", "b"]
@@ -145,7 +149,7 @@ def test_fuse_orders_by_weighted_reciprocal_rank():
 def test_fuse_reserves_slots_for_weak_sources():
     strong = result("strong", "abcdef")
     weak = result("weak", "uv")
-    merged = fuse([strong, weak], k=4, weights={"strong": 1.0, "weak": 0.01}, reserved={"weak": 1})
+    merged = fuse([strong, weak], k=4, weights={"strong": 1.0, "weak": 0.01}, reserved={"weak": 1}, catalogue=LETTERS)
     assert "u" in merged.item_ids and "v" not in merged.item_ids and len(merged) == 4
 
 
@@ -156,8 +160,8 @@ def test_item_item_source_follows_recent_items():
     table = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]]))
     source = ItemItemSource(table, item_ids, recent=10, decay=1.0)
     # c is most recent, so its neighbour d outranks a's neighbour b
-    found = source.retrieve(UserQuery("u", as_of=DAY0, history_items=["a", "c"], exclude=frozenset({"a", "c"})), k=5)
-    assert found.item_ids.tolist() == ["d", "b"]
+    found = source.retrieve(UserQuery("u", as_of=DAY0, history_items=["a", "c"], exclude_rows=np.array([0, 2])), k=5)
+    assert item_ids[found.rows].tolist() == ["d", "b"]
     assert len(source.retrieve(UserQuery("u", as_of=DAY0, history_items=["zz"]), k=5)) == 0
 
 

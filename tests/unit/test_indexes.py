@@ -26,7 +26,8 @@ def ids(n: int) -> np.ndarray:
 
 
 def test_factory_by_catalogue_size():
-    assert choose_factory(10_000, 384) == "Flat"
+    assert choose_factory(9_000, 384) == "Flat"
+    assert choose_factory(20_000, 384) == "IVF128,SQ8"
     assert choose_factory(100_000, 384) == "IVF256,SQ8"
     assert choose_factory(1_000_000, 384) == "IVF1024,SQ8"
     assert choose_factory(20_000_000, 384) == "IVF4096,PQ48np"
