@@ -1,4 +1,9 @@
-"""Feast definitions: entities, parquet sources, feature views and the versioned ``ranker_v1`` feature service.
+"""Feast definitions: entities, parquet sources, feature views and the versioned feature services.
+
+- ``ranker_v1``: the re-ranker's stored features (user profile + item state); training frames and serving both
+  take their feature list and order from it.
+- ``user_history_v1``: what stage 1 queries with at serving time (recent positives with times, items seen); a
+  view of its own so point-in-time training joins never carry these long lists.
 
 ``build_definitions`` makes them for any state folder (tests build throw-away stores with it); the module-level
 objects serve the ``feast`` CLI run in this folder: the demo dataset's store in the default state folder.
@@ -29,53 +34,65 @@ from models.features import (
 from models.settings import Settings
 
 FEATURE_SERVICE = "ranker_v1"
+HISTORY_SERVICE = "user_history_v1"
 USER_VIEW = "user_features"
+HISTORY_VIEW = "user_history"
 ITEM_VIEW = "item_features"
+FOREVER = timedelta(0)  # Feast: a ttl of 0 never expires a snapshot
+
+
+def _source(feature_data_dir: Path, view: str) -> FileSource:
+    return FileSource(
+        name=f"{view}_snapshots",
+        path=str(Path(feature_data_dir).resolve() / f"{view}.parquet"),
+        timestamp_field=EVENT_TIMESTAMP,
+    )
 
 
 def build_definitions(feature_data_dir: Path) -> list:
-    """Entities, sources, views and the feature service over parquet files in ``feature_data_dir``."""
+    """Entities, sources, views and feature services over parquet files in ``feature_data_dir``."""
     user = Entity(name="user", join_keys=[C.USER_ID], value_type=ValueType.STRING, description="A shopper / viewer")
     item = Entity(name="item", join_keys=[C.ITEM_ID], value_type=ValueType.STRING, description="A catalogue item")
-    user_source = FileSource(
-        name="user_snapshots",
-        path=str(Path(feature_data_dir).resolve() / "user_features.parquet"),
-        timestamp_field=EVENT_TIMESTAMP,
-    )
-    item_source = FileSource(
-        name="item_snapshots",
-        path=str(Path(feature_data_dir).resolve() / "item_features.parquet"),
-        timestamp_field=EVENT_TIMESTAMP,
-    )
-    user_schema = [
-        *(Field(name=name, dtype=Float32) for name in USER_NUMERIC),
-        *(Field(name=user_categorical_name(name), dtype=String) for name in USER_CATEGORICAL),
-        Field(name=USER_TOP_CATEGORIES, dtype=Array(String)),
-        Field(name=USER_TOP_SHARES, dtype=Array(Float32)),
-        Field(name=USER_RECENT_ITEMS, dtype=Array(String)),
-        Field(name=USER_RECENT_TIMES, dtype=Array(Float64)),
-        Field(name=USER_SEEN_ITEMS, dtype=Array(String)),
-    ]
-    item_schema = [
-        *(Field(name=name, dtype=Float32) for name in ITEM_NUMERIC),
-        *(Field(name=name, dtype=String) for name in ITEM_CATEGORICAL),
-    ]
+    sources = {view: _source(feature_data_dir, view) for view in (USER_VIEW, HISTORY_VIEW, ITEM_VIEW)}
     user_view = FeatureView(
-        name=USER_VIEW, entities=[user], ttl=timedelta(0), schema=user_schema, source=user_source, online=True,
+        name=USER_VIEW, entities=[user], ttl=FOREVER, source=sources[USER_VIEW], online=True,
+        schema=[
+            *(Field(name=name, dtype=Float32) for name in USER_NUMERIC),
+            *(Field(name=user_categorical_name(name), dtype=String) for name in USER_CATEGORICAL),
+            Field(name=USER_TOP_CATEGORIES, dtype=Array(String)),
+            Field(name=USER_TOP_SHARES, dtype=Array(Float32)),
+        ],
         description="User activity, taste and price profile as of each snapshot time",
     )  # fmt: skip
+    history_view = FeatureView(
+        name=HISTORY_VIEW, entities=[user], ttl=FOREVER, source=sources[HISTORY_VIEW], online=True,
+        schema=[
+            Field(name=USER_RECENT_ITEMS, dtype=Array(String)),
+            Field(name=USER_RECENT_TIMES, dtype=Array(Float64)),
+            Field(name=USER_SEEN_ITEMS, dtype=Array(String)),
+        ],
+        description="Recent positive items (oldest first, with times) and items seen, as of each snapshot time",
+    )  # fmt: skip
     item_view = FeatureView(
-        name=ITEM_VIEW, entities=[item], ttl=timedelta(0), schema=item_schema, source=item_source, online=True,
+        name=ITEM_VIEW, entities=[item], ttl=FOREVER, source=sources[ITEM_VIEW], online=True,
+        schema=[
+            *(Field(name=name, dtype=Float32) for name in ITEM_NUMERIC),
+            *(Field(name=name, dtype=String) for name in ITEM_CATEGORICAL),
+        ],
         description="Item popularity, trend, price tier, stock and category as of each snapshot time",
     )  # fmt: skip
-    service = FeatureService(
+    ranker = FeatureService(
         name=FEATURE_SERVICE,
         features=[user_view, item_view],
         description="Stored features of the LightGBM re-ranker, version 1 (cross features are computed at request time)",
     )
-    return [user, item, user_source, item_source, user_view, item_view, service]
+    history = FeatureService(
+        name=HISTORY_SERVICE,
+        features=[history_view],
+        description="What stage 1 queries with at serving time",
+    )
+    return [user, item, *sources.values(), user_view, history_view, item_view, ranker, history]
 
 
-user, item, user_snapshots_source, item_snapshots_source, user_features, item_features, ranker_v1 = build_definitions(
-    Settings().feast_dir / "demo" / "data"
-)
+(user, item, user_features_snapshots, user_history_snapshots, item_features_snapshots, user_features, user_history,
+ item_features, ranker_v1, user_history_v1) = build_definitions(Settings().feast_dir / "demo" / "data")  # fmt: skip

@@ -15,7 +15,14 @@ from prefect.artifacts import create_table_artifact
 from flows.common import CACHED, IO_RETRIES, slug, work_dir, work_key
 from models.bundle import serving_snapshots
 from models.data_io import load_saved_dataset
-from models.feature_store import ITEM_VIEW, USER_VIEW, append_snapshots, apply_definitions, materialize, open_store
+from models.feature_store import (
+    ITEM_VIEW,
+    append_snapshots,
+    append_user_snapshots,
+    apply_definitions,
+    materialize,
+    open_store,
+)
 from models.features import EVENT_TIMESTAMP, ITEM_NUMERIC, USER_NUMERIC
 from models.settings import Settings
 from models.tracking import configure_mlflow
@@ -39,7 +46,7 @@ def compute_serving_snapshots(dataset_dir: str, fingerprint: str, settings: Sett
 def write_offline_store(snapshot_dir: str, dataset: str, settings: Settings) -> dict[str, int]:
     folder = Path(snapshot_dir)
     return {
-        "user_rows": append_snapshots(settings, dataset, USER_VIEW, pd.read_parquet(folder / "user_features.parquet")),
+        "user_rows": append_user_snapshots(settings, dataset, pd.read_parquet(folder / "user_features.parquet")),
         "item_rows": append_snapshots(settings, dataset, ITEM_VIEW, pd.read_parquet(folder / "item_features.parquet")),
     }
 

@@ -19,9 +19,16 @@ from feast.infra.online_stores.redis import RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RegistryConfig
 
-from feature_repo.definitions import FEATURE_SERVICE, ITEM_VIEW, USER_VIEW, build_definitions
+from feature_repo.definitions import (
+    FEATURE_SERVICE,
+    HISTORY_SERVICE,
+    HISTORY_VIEW,
+    ITEM_VIEW,
+    USER_VIEW,
+    build_definitions,
+)
 from models import columns as C
-from models.features import EVENT_TIMESTAMP, ITEM_FEATURES, USER_FEATURES
+from models.features import EVENT_TIMESTAMP, ITEM_FEATURES, USER_FEATURES, USER_HISTORY, USER_MODEL_FEATURES
 from models.settings import Settings
 
 REPO_PATH = Path(__file__).resolve().parents[1] / "feature_repo"
@@ -77,12 +84,19 @@ def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     staging.replace(path)
 
 
+def append_user_snapshots(settings: Settings, dataset: str, snapshots: pd.DataFrame) -> int:
+    """Write user snapshots to both user views (profile and history); returns the profile view's row count."""
+    keys = [C.USER_ID, EVENT_TIMESTAMP]
+    append_snapshots(settings, dataset, HISTORY_VIEW, snapshots[keys + list(USER_HISTORY)])
+    return append_snapshots(settings, dataset, USER_VIEW, snapshots[keys + list(USER_MODEL_FEATURES)])
+
+
 def append_snapshots(settings: Settings, dataset: str, view: str, snapshots: pd.DataFrame) -> int:
     """Add snapshot rows to a view's parquet source; a newer write of the same (key, time) replaces the older.
 
     Returns the number of rows in the source afterwards.
     """
-    key = C.USER_ID if view == USER_VIEW else C.ITEM_ID
+    key = C.ITEM_ID if view == ITEM_VIEW else C.USER_ID
     path = feature_data_dir(settings, dataset) / f"{view}.parquet"
     frame = snapshots
     if path.exists():
@@ -98,16 +112,16 @@ def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
     The first run covers [start, end]; later runs are incremental from the registry's watermark. (With ttl 0,
     Feast's own first incremental run would start one year before the wall clock and miss older datasets.)
     """
-    views = [store.get_feature_view(USER_VIEW), store.get_feature_view(ITEM_VIEW)]
+    views = [store.get_feature_view(name) for name in (USER_VIEW, HISTORY_VIEW, ITEM_VIEW)]
     if any(not view.materialization_intervals for view in views):
         store.materialize(start_date=start, end_date=end)
     else:
         store.materialize_incremental(end_date=end)
 
 
-def service_features(store: FeatureStore, view: str | None = None) -> list[str]:
-    """``view:feature`` references of the ranker's feature service, optionally of one view only."""
-    service = store.get_feature_service(FEATURE_SERVICE)
+def service_features(store: FeatureStore, view: str | None = None, service_name: str = FEATURE_SERVICE) -> list[str]:
+    """``view:feature`` references of a feature service, optionally of one view only."""
+    service = store.get_feature_service(service_name)
     refs = []
     for projection in service.feature_view_projections:
         if view is None or projection.name == view:
@@ -127,10 +141,10 @@ def training_frame(store: FeatureStore, entity_rows: pd.DataFrame) -> pd.DataFra
 
 
 def online_user_features(store: FeatureStore, user_ids: Sequence[str]) -> pd.DataFrame:
-    """User features from the online store, one row per user id in order (missing users get nulls)."""
-    response = store.get_online_features(
-        features=service_features(store, USER_VIEW), entity_rows=[{C.USER_ID: u} for u in user_ids]
-    )
+    """User features (the ranker's and the history stage 1 queries with) from the online store, one row per user
+    id in order (missing users get nulls)."""
+    refs = service_features(store, USER_VIEW) + service_features(store, None, HISTORY_SERVICE)
+    response = store.get_online_features(features=refs, entity_rows=[{C.USER_ID: u} for u in user_ids])
     return pd.DataFrame(response.to_dict())[[C.USER_ID, *USER_FEATURES]]
 
 

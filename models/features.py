@@ -50,6 +50,9 @@ ITEM_NUMERIC = (
     "item_price_tier", "item_in_stock", "item_created_ts",
 )  # fmt: skip
 ITEM_CATEGORICAL = ("item_category",)
+ITEM_MODEL_NUMERIC = tuple(name for name in ITEM_NUMERIC if name != "item_created_ts")
+"""Stored item features the ranker sees: the launch time only enters as the item's age at request time, since
+an absolute timestamp would let the model memorise periods instead of learning recency."""
 CROSS_NUMERIC = (
     "semantic_affinity", "collaborative_score", "category_affinity", "price_gap", "abs_price_gap",
     "item_age_days", "seen_before", "session_affinity", "n_sources",
@@ -63,11 +66,14 @@ def user_categorical_name(column: str) -> str:
 
 
 USER_FEATURES = (*USER_NUMERIC, *(user_categorical_name(c) for c in USER_CATEGORICAL), *USER_LISTS)
+USER_HISTORY = (USER_RECENT_ITEMS, USER_RECENT_TIMES, USER_SEEN_ITEMS)
+USER_MODEL_FEATURES = tuple(name for name in USER_FEATURES if name not in USER_HISTORY)
+"""User features the ranker's training frame needs (the history lists only drive stage 1 at serving time)."""
 ITEM_FEATURES = (*ITEM_NUMERIC, *ITEM_CATEGORICAL)
 MODEL_FEATURES = (
     *USER_NUMERIC,
     *(user_categorical_name(c) for c in USER_CATEGORICAL),
-    *ITEM_NUMERIC,
+    *ITEM_MODEL_NUMERIC,
     *ITEM_CATEGORICAL,
     *CROSS_NUMERIC,
     *PROVENANCE,
@@ -396,6 +402,7 @@ class ItemBlock:
 
 
 _ITEM_COL = {name: i for i, name in enumerate(ITEM_NUMERIC)}
+_ITEM_MODEL_COLUMNS = np.array([_ITEM_COL[name] for name in ITEM_MODEL_NUMERIC])
 _USER_COL = {name: i for i, name in enumerate(USER_NUMERIC)}
 
 
@@ -457,7 +464,7 @@ def assemble(user: UserRow, items: ItemBlock, inputs: RequestInputs) -> np.ndarr
         [
             np.broadcast_to(user.numeric, (n, len(user.numeric))),
             np.broadcast_to(user.categorical, (n, len(user.categorical))),
-            items.numeric,
+            items.numeric[:, _ITEM_MODEL_COLUMNS],
             items.category[:, None],
             cross_features(user, items, inputs),
         ]

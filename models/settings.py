@@ -68,12 +68,12 @@ class Settings(BaseSettings):
     recall_max_users: int | None = Field(default=500, description="Cap on test users in the stage-1 Recall@K report.")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
-    train_max_users: int | None = Field(default=1500, description="Cap on users in the re-ranker's training set.")
+    train_max_users: int | None = Field(default=3000, description="Cap on users in the re-ranker's training set.")
     ranker_rounds: int = Field(default=400, gt=0)
-    ranker_learning_rate: float = Field(default=0.05, gt=0)
-    ranker_leaves: int = Field(default=31, gt=1)
-    ranker_min_data_in_leaf: int = Field(default=50, gt=0)
-    ranker_early_stopping: int = Field(default=40, gt=0)
+    ranker_learning_rate: float = Field(default=0.03, gt=0)
+    ranker_leaves: int = Field(default=15, gt=1)
+    ranker_min_data_in_leaf: int = Field(default=100, gt=0)
+    ranker_early_stopping: int = Field(default=60, gt=0)
     ranker_valid_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
     )

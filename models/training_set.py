@@ -12,7 +12,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from models import columns as C
-from models.feature_store import ITEM_VIEW, USER_VIEW, append_snapshots, training_frame
+from models.feature_store import ITEM_VIEW, append_snapshots, append_user_snapshots, training_frame
 from models.features import EVENT_TIMESTAMP, FeatureContext, ItemBlock, item_snapshots, user_snapshots
 from models.ranker import RankingData
 from models.recommend import Recommender, Request
@@ -72,13 +72,17 @@ def build_training_set(
     user_frame = user_snapshots(context, users, cut.to_numpy())
     user_rows = user_frame.set_index(C.USER_ID)
     labels = label_table(inner.holdout)
+    grades_of: dict[str, dict[str, int]] = {}
+    for (user, item), grade in labels.items():
+        grades_of.setdefault(user, {})[item] = int(grade)
     request_rows = []
     retrievals = {}
     for user in users:
         request = Request(user_id=user, k=settings.candidates_k, as_of=float(as_of[user]))
         retrieval = recommender.retrieve(request, user_rows.loc[user].to_dict())
         item_ids = retrieval.candidates.item_ids
-        grades = labels.reindex(pd.MultiIndex.from_arrays([[user] * len(item_ids), item_ids])).fillna(0).to_numpy()
+        mine = grades_of.get(user, {})
+        grades = np.array([mine.get(item, 0) for item in item_ids.tolist()], dtype=np.int32)
         if grades.max(initial=0) <= 0:
             continue  # no gradient without a positive in the group
         retrievals[user] = (request, retrieval, grades.astype(np.int32))
@@ -87,21 +91,21 @@ def build_training_set(
         raise ValueError("no training user has a labelled candidate: stage 1 retrieves none of the label items")
     entity_rows = pd.concat(request_rows, ignore_index=True)
     item_frame = item_snapshots(context, entity_rows[C.ITEM_ID].to_numpy(), entity_rows[EVENT_TIMESTAMP].to_numpy())
-    append_snapshots(settings, dataset, USER_VIEW, user_frame[user_frame[C.USER_ID].isin(list(retrievals))])
+    append_user_snapshots(settings, dataset, user_frame[user_frame[C.USER_ID].isin(list(retrievals))])
     append_snapshots(settings, dataset, ITEM_VIEW, item_frame.drop_duplicates([C.ITEM_ID, EVENT_TIMESTAMP]))
     frame = training_frame(store, entity_rows)
     check_no_leakage(entity_rows, inner, outer_cut_times)
+    all_items = ItemBlock.from_frame(frame, recommender.spec)
+    frame_items = frame[C.ITEM_ID].to_numpy()
     blocks, label_parts, group_sizes = [], [], []
     start = 0
     for user, (request, retrieval, grades) in retrievals.items():
-        rows = frame.iloc[start : start + len(grades)]
+        rows = np.arange(start, start + len(grades))
         start += len(grades)
-        if (rows[C.ITEM_ID].to_numpy() != retrieval.candidates.item_ids).any():
+        if (frame_items[rows] != retrieval.candidates.item_ids).any():
             raise RuntimeError(f"feature rows of user {user} are out of order")
-        user_features = rows.iloc[0].to_dict()
-        blocks.append(
-            recommender.feature_matrix(request, retrieval, user_features, ItemBlock.from_frame(rows, recommender.spec))
-        )
+        user_features = frame.iloc[rows[0]].to_dict()
+        blocks.append(recommender.feature_matrix(request, retrieval, user_features, all_items.take(rows)))
         label_parts.append(grades)
         group_sizes.append(len(grades))
     labels_all = np.concatenate(label_parts)

@@ -17,6 +17,7 @@ from models.demo_catalog import generate_demo_catalog
 from models.feature_store import (
     REPO_PATH,
     append_snapshots,
+    append_user_snapshots,
     apply_definitions,
     materialize,
     online_item_features,
@@ -28,6 +29,8 @@ from models.features import (
     EVENT_TIMESTAMP,
     ITEM_FEATURES,
     USER_FEATURES,
+    USER_HISTORY,
+    USER_MODEL_FEATURES,
     USER_NUMERIC,
     FeatureContext,
     FeatureSpec,
@@ -67,16 +70,19 @@ def snapshots_at(demo, at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_repo_applies(store_and_settings):
     store, _ = store_and_settings
-    assert {view.name for view in store.list_feature_views()} == {"user_features", "item_features"}
+    assert {view.name for view in store.list_feature_views()} == {"user_features", "user_history", "item_features"}
     service = store.get_feature_service("ranker_v1")
     names = [f.name for projection in service.feature_view_projections for f in projection.features]
-    assert names == [*USER_FEATURES, *ITEM_FEATURES]
+    assert names == [*USER_MODEL_FEATURES, *ITEM_FEATURES]  # no history lists in training frames
+    history = store.get_feature_service("user_history_v1")
+    assert [f.name for p in history.feature_view_projections for f in p.features] == list(USER_HISTORY)
+    assert set(USER_MODEL_FEATURES) | set(USER_HISTORY) == set(USER_FEATURES)
 
 
 def test_materialisation_round_trip(store_and_settings, demo):
     store, settings = store_and_settings
     users, items = snapshots_at(demo, T2)
-    append_snapshots(settings, "t", "user_features", users)
+    append_user_snapshots(settings, "t", users)
     append_snapshots(settings, "t", "item_features", items)
     materialize(store, T2.to_pydatetime(), (T2 + pd.Timedelta(seconds=1)).to_pydatetime())
     some = users[C.USER_ID].iloc[:5].tolist()
@@ -97,7 +103,7 @@ def test_point_in_time_join_keeps_the_value_as_of_the_row(store_and_settings, de
     users_t1, items_t1 = snapshots_at(demo, T1)
     users_t2, items_t2 = snapshots_at(demo, T2)
     for frame in (users_t1, users_t2):
-        append_snapshots(settings, "t", "user_features", frame)
+        append_user_snapshots(settings, "t", frame)
     for frame in (items_t1, items_t2):
         append_snapshots(settings, "t", "item_features", frame)
     active = users_t2.loc[users_t2["user_events_all"] > users_t1["user_events_all"].to_numpy(), C.USER_ID].iloc[0]
@@ -121,7 +127,7 @@ def test_training_frame_equals_serving_path(store_and_settings, demo):
     give identical stored features and an identical assembled ranker input."""
     store, settings = store_and_settings
     users, items = snapshots_at(demo, T2)
-    append_snapshots(settings, "t", "user_features", users)
+    append_user_snapshots(settings, "t", users)
     append_snapshots(settings, "t", "item_features", items)
     materialize(store, T2.to_pydatetime(), (T2 + pd.Timedelta(seconds=1)).to_pydatetime())
     user = users.loc[users["user_events_all"] > 0, C.USER_ID].iloc[0]
@@ -150,7 +156,7 @@ def test_feast_cli_applies_and_materialises(tmp_path: Path, demo):
     settings = Settings(state_dir=state)
     now = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=1)
     users, items = snapshots_at(demo, T2)
-    append_snapshots(settings, "demo", "user_features", users.assign(**{EVENT_TIMESTAMP: now}))
+    append_user_snapshots(settings, "demo", users.assign(**{EVENT_TIMESTAMP: now}))
     append_snapshots(settings, "demo", "item_features", items.assign(**{EVENT_TIMESTAMP: now}))
     env = {**os.environ, "RECSYS_STATE_DIR": str(state)}
     feast = [str(Path(sys.executable).parent / "feast")]  # the venv's CLI
