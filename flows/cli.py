@@ -71,6 +71,8 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     print(f"{'method':<12}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}")
     for name, values in methods.items():
         print(f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}")
+    for name, values in summary.get("ablation", {}).items():
+        print(f"{name}: NDCG@10 {values['ndcg@10']:.4f}  (ablation: the same training without those features)")
     best_peer = max(methods["als"]["ndcg@10"], methods["popularity"]["ndcg@10"])
     print(f"two-stage / best single-stage peer NDCG@10: {methods['two_stage']['ndcg@10'] / best_peer:.2f}x")
     print(f"chosen candidate-set size K: {summary['k_candidates']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -30,9 +31,20 @@ def work_key(*parts: Any) -> str:
 
 
 def settings_key(settings: Settings, *fields: str) -> dict[str, Any]:
-    """The settings a step depends on (so unrelated settings do not invalidate its cache)."""
+    """The settings a step depends on (so unrelated settings do not invalidate its cache), plus the library's code
+    fingerprint: Prefect's TASK_SOURCE only sees the task body, not the ``models`` code it calls."""
     dumped = settings.model_dump(mode="json")
-    return {name: dumped[name] for name in fields}
+    return {**{name: dumped[name] for name in fields}, "code": code_fingerprint()}
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the library and feature definitions: any change there invalidates cached step outputs."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*root.glob("models/*.py"), *root.glob("feature_repo/*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def work_dir(settings: Settings, step: str, key: str) -> Path:

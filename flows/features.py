@@ -12,8 +12,8 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from flows.common import CACHED, IO_RETRIES, slug, work_dir, work_key
-from models.bundle import serving_snapshots
+from flows.common import CACHED, IO_RETRIES, code_fingerprint, slug, work_dir, work_key
+from models.bundle import serving_snapshot
 from models.data_io import load_saved_dataset
 from models.feature_store import (
     ITEM_VIEW,
@@ -31,13 +31,16 @@ SNAPSHOT_FILE = "snapshot.json"
 
 
 @task(**CACHED)
-def compute_serving_snapshots(dataset_dir: str, fingerprint: str, settings: Settings) -> str:
-    out = work_dir(settings, "features", work_key(fingerprint))
-    if not (out / SNAPSHOT_FILE).exists():
-        users, items, at = serving_snapshots(load_saved_dataset(Path(dataset_dir)))
+def compute_serving_snapshots(dataset_dir: str, fingerprint: str, code: str, entity: str, settings: Settings) -> str:
+    """User or item features of everyone as of the data's 'now', in a work folder named by the inputs."""
+    out = work_dir(settings, "features", work_key(fingerprint, code))
+    path = out / f"{entity}_features.parquet"
+    if not path.exists():
+        frame, at = serving_snapshot(load_saved_dataset(Path(dataset_dir)), entity)
         out.mkdir(parents=True, exist_ok=True)
-        users.to_parquet(out / "user_features.parquet", index=False)
-        items.to_parquet(out / "item_features.parquet", index=False)
+        staging = path.with_suffix(".tmp.parquet")
+        frame.to_parquet(staging, index=False)
+        staging.rename(path)
         (out / SNAPSHOT_FILE).write_text(json.dumps({"snapshot_time": at.isoformat()}))
     return str(out)
 
@@ -95,7 +98,9 @@ def log_feature_stats(snapshot_dir: str, counts: dict[str, int], freshness: dict
 def features_flow(dataset_dir: str, fingerprint: str, settings: Settings) -> dict[str, Any]:
     """Compute the serving snapshot of every user and item, register it with Feast and load the online store."""
     dataset = Path(dataset_dir).name
-    snapshot_dir = compute_serving_snapshots(dataset_dir, fingerprint, settings)
+    parts = [compute_serving_snapshots.submit(dataset_dir, fingerprint, code_fingerprint(), entity, settings)
+             for entity in ("user", "item")]  # fmt: skip
+    snapshot_dir = [part.result() for part in parts][0]
     apply_feature_repo(dataset, settings)
     counts = write_offline_store(snapshot_dir, dataset, settings)
     freshness = materialize_online(snapshot_dir, dataset, settings)

@@ -17,6 +17,7 @@ from prefect import flow, task
 from flows.common import IO_RETRIES, link_tree
 from flows.features import features_flow
 from flows.reranker import reranker_flow
+from flows.runtime import task_runner
 from flows.stage1 import SECTION_FILE, fingerprint_dataset, stage1_flow
 from models.artifacts import VersionStore
 from models.bundle import smoke_test
@@ -76,11 +77,11 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    stage1 = stage1_flow(dataset_dir, settings, publish=False)
+    stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings, publish=False)
     timings["stage1"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    features = features_flow(dataset_dir, fingerprint, settings)
+    features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
     timings["features"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -97,6 +98,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "stage1_recall": stage1["recall"],
         "methods": reranker["report"]["methods"],
+        "ablation": reranker["report"].get("ablation", {}),
         "k_candidates": reranker["report"]["k_candidates"],
         "report_path": reranker["report_path"],
         "registration": reranker["registration"],

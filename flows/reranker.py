@@ -71,12 +71,14 @@ def champion_ranker(name: str, spec_names: list[str]) -> tuple[Ranker | None, st
 
 
 @task
-def evaluate_reranker(dataset_dir: str, vectors_path: str, ranker_dir: str, settings: Settings) -> dict[str, Any]:
+def evaluate_reranker(
+    dataset_dir: str, vectors_path: str, ranker_dir: str, training_dir: str, settings: Settings
+) -> dict[str, Any]:
     dataset = load_saved_dataset(Path(dataset_dir))
     configure_mlflow(settings.mlflow_dir, f"recsys-{dataset.name}")
     spec_names = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())["names"]
     champion, champion_version = champion_ranker(registered_model_name(settings, dataset.name), spec_names)
-    report = evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), settings, champion)
+    report = evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), settings, champion, Path(training_dir))
     report["champion_version"] = champion_version
     return report
 
@@ -97,7 +99,7 @@ def log_and_register(
         mlflow.log_params({"best_iteration": section["best_iteration"], "chosen_k_candidates": report["k_candidates"]})
         mlflow.log_metrics({f"training_{k}": v for k, v in training.items()})
         mlflow.log_metric("valid_ndcg_at_10", section["valid_ndcg@10"])
-        for method, values in report["methods"].items():
+        for method, values in {**report["methods"], **report.get("ablation", {})}.items():
             mlflow.log_metrics({f"{method}_{k.replace('@', '_at_')}": v for k, v in values.items()})
         for source, by_k in report["stage1_recall_all_k"].items():
             mlflow.log_metrics({f"stage1_recall_{source}_at_{k}": v for k, v in by_k.items()})
@@ -129,7 +131,7 @@ def log_and_register(
 
 
 def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:
-    methods = report["methods"]
+    methods = {**report["methods"], **report.get("ablation", {})}
     return {
         "method": list(methods),
         **{metric: [round(methods[m][metric], 4) for m in methods] for metric in ("ndcg@10", "recall@10", "map@10")},
@@ -161,7 +163,7 @@ def reranker_flow(
     config = settings_key(settings, *RERANKER_SETTINGS)
     training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, config, settings)
     ranker_dir = train_reranker(training_dir, config, settings)
-    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, settings)
+    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, training_dir, settings)
     report["stage1_recall_all_k"] = stage1_recall
     report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")} for name, by_k in stage1_recall.items()}
     registration = log_and_register(report, training_dir, ranker_dir, fingerprint, settings)

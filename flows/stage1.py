@@ -9,13 +9,24 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from prefect import flow, task
+import pandas as pd
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, IO_RETRIES, link_tree, settings_key, slug, work_dir, work_key
+from models import columns as C
 from models.artifacts import VersionStore
 from models.data_io import dataset_fingerprint, load_saved_dataset
-from models.embeddings import EmbeddingCache, embed_items_to_file, make_encoder
+from models.embeddings import (
+    EmbeddingCache,
+    embed_item_range,
+    embed_items_to_file,
+    encoder_name,
+    make_encoder,
+    read_item_texts,
+    save_vectors,
+    texts_digest,
+)
 from models.settings import Settings
 from models.stage1 import RECALL_KS, build_stage1_step, evaluate_stage1_step
 from models.tracking import configure_mlflow, flat_metrics, log_figure, recall_curve_figure
@@ -42,6 +53,44 @@ def embed_items(dataset_dir: str, fingerprint: str, backend: str, settings: Sett
         settings.embedding_batch_size,
     )  # fmt: skip
     return str(path)
+
+
+@task(**IO_RETRIES, **CACHED)
+def embed_item_shard(
+    dataset_dir: str, fingerprint: str, backend: str, start: int, stop: int, settings: Settings
+) -> str:
+    """One shard of the items, embedded on whichever worker runs it (the state folder is shared storage)."""
+    encoder = make_encoder(backend, threads=1)
+    cache = EmbeddingCache(settings.cache_dir / "embeddings")
+    vectors = embed_item_range(Path(dataset_dir) / "items.parquet", start, stop, encoder, cache,
+                               settings.embedding_batch_size)  # fmt: skip
+    return str(
+        save_vectors(vectors, settings.work_dir / "embeddings" / "shards" / f"{fingerprint[:16]}-{start}-{stop}.npy")
+    )
+
+
+@task(**IO_RETRIES)
+def join_embedding_shards(dataset_dir: str, shard_paths: list[str], backend: str, settings: Settings) -> str:
+    texts = read_item_texts(Path(dataset_dir) / "items.parquet")
+    path = settings.work_dir / "embeddings" / f"{texts_digest(encoder_name(backend), texts)}.npy"
+    if not path.exists():
+        save_vectors(np.vstack([np.load(p) for p in shard_paths]), path)
+    return str(path)
+
+
+def embed(dataset_dir: str, fingerprint: str, settings: Settings) -> str:
+    """All items' text vectors: one task locally; shards mapped over the Dask cluster when one is configured."""
+    if not settings.dask_address:
+        return embed_items(dataset_dir, fingerprint, settings.embedding_backend, settings)
+    count = len(pd.read_parquet(Path(dataset_dir) / "items.parquet", columns=[C.ITEM_ID]))
+    size = max(1, settings.embedding_shard_size)
+    starts = list(range(0, count, size))
+    stops = [min(start + size, count) for start in starts]
+    shards = embed_item_shard.map(dataset_dir, fingerprint, settings.embedding_backend, starts, stops,
+                                  settings=unmapped(settings))  # fmt: skip
+    return join_embedding_shards(
+        dataset_dir, [shard.result() for shard in shards], settings.embedding_backend, settings
+    )
 
 
 @task(**CACHED)
@@ -112,7 +161,7 @@ def stage1_flow(dataset_dir: str, settings: Settings, publish: bool = True) -> d
     """Embed, index, evaluate and (optionally) publish stage 1 for a saved dataset."""
     dataset = Path(dataset_dir).name
     fingerprint = fingerprint_dataset(dataset_dir)
-    vectors = embed_items(dataset_dir, fingerprint, settings.embedding_backend, settings)
+    vectors = embed(dataset_dir, fingerprint, settings)
     config = settings_key(settings, *STAGE1_SETTINGS)
     evaluation = evaluate_stage1(dataset_dir, fingerprint, vectors, config, settings)
     stage1_dir = build_stage1(dataset_dir, fingerprint, vectors, config, settings)

@@ -26,13 +26,15 @@ from models.stage1 import load_stage1, snapshot_time
 ITEM_TABLE = "item_features.parquet"
 
 
-def serving_snapshots(dataset: Dataset) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    """User and item features of everyone as of the data's 'now' (the day after the last interaction)."""
+def serving_snapshot(dataset: Dataset, entity: str) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Features of every user (``entity="user"``) or item as of the data's 'now' (the day after the last event)."""
     at = pd.Timestamp(snapshot_time(dataset.interactions), unit="s", tz="UTC")
     context = FeatureContext(dataset.items, dataset.users, dataset.interactions)
-    users = user_snapshots(context, dataset.users[C.USER_ID].to_numpy(), [at] * len(dataset.users))
-    items = item_snapshots(context, dataset.items[C.ITEM_ID].to_numpy(), [at] * len(dataset.items))
-    return users, items, at
+    if entity == "user":
+        return user_snapshots(context, dataset.users[C.USER_ID].to_numpy(), [at] * len(dataset.users)), at
+    if entity == "item":
+        return item_snapshots(context, dataset.items[C.ITEM_ID].to_numpy(), [at] * len(dataset.items)), at
+    raise ValueError(f"entity must be 'user' or 'item', got {entity!r}")
 
 
 def catalog_from_item_table(table: pd.DataFrame) -> Catalog:

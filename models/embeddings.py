@@ -23,6 +23,11 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 
 
+def encoder_name(backend: str) -> str:
+    """The cache key of a backend's vectors (different backends give slightly different vectors)."""
+    return f"{MODEL_NAME}@{backend}"
+
+
 class TextEncoder(Protocol):
     """Anything that turns texts into L2-normalised float32 vectors."""
 
@@ -51,7 +56,7 @@ class SentenceTransformerEncoder:
         if threads:
             torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(model_path or bundled_model_path()), device="cpu")
-        self.name = f"{MODEL_NAME}@torch"
+        self.name = encoder_name("torch")
         self.dim = int(self.model.get_embedding_dimension() or EMBEDDING_DIM)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -146,21 +151,41 @@ def make_encoder(backend: str = "torch", threads: int | None = None, cache_dir: 
     raise ValueError(f"unknown embedding backend '{backend}', expected 'torch'")
 
 
+def texts_digest(encoder_name: str, texts: Sequence[str]) -> str:
+    digest = hashlib.sha256(encoder_name.encode())
+    for text in texts:
+        digest.update(text.encode() + b"\x00")
+    return digest.hexdigest()[:24]
+
+
+def read_item_texts(items_path: Path) -> list[str]:
+    return item_texts(pd.read_parquet(items_path, columns=[C.ITEM_ID, C.TITLE, C.DESCRIPTION]))
+
+
+def save_vectors(vectors: np.ndarray, path: Path) -> Path:
+    """Write atomically: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}.npy")
+    np.save(staging, vectors, allow_pickle=False)
+    staging.rename(path)
+    return path
+
+
 def embed_items_to_file(
     items_path: Path, encoder: TextEncoder, cache: EmbeddingCache, out_dir: Path, batch_size: int = 64
 ) -> tuple[Path, int]:
     """Embed the items of a saved dataset into ``out_dir/<hash of texts>.npy``; returns (path, texts encoded)."""
-    items = pd.read_parquet(items_path, columns=[C.ITEM_ID, C.TITLE, C.DESCRIPTION])
-    texts = item_texts(items)
-    digest = hashlib.sha256(encoder.name.encode())
-    for text in texts:
-        digest.update(text.encode() + b"\x00")
-    path = out_dir / f"{digest.hexdigest()[:24]}.npy"
+    texts = read_item_texts(items_path)
+    path = out_dir / f"{texts_digest(encoder.name, texts)}.npy"
     if path.exists():
         return path, 0
     vectors, encoded = embed_texts(texts, encoder, cache, batch_size=batch_size)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}.npy")
-    np.save(staging, vectors, allow_pickle=False)
-    staging.rename(path)
-    return path, encoded
+    return save_vectors(vectors, path), encoded
+
+
+def embed_item_range(
+    items_path: Path, start: int, stop: int, encoder: TextEncoder, cache: EmbeddingCache, batch_size: int = 64
+) -> np.ndarray:
+    """Vectors of items ``start:stop``: one shard of a distributed embedding run."""
+    texts = read_item_texts(items_path)[start:stop]
+    return embed_texts(texts, encoder, cache, batch_size=batch_size, progress=False)[0]

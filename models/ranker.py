@@ -85,8 +85,12 @@ class Ranker:
     categorical: list[str]
     best_iteration: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    masked_columns: tuple[int, ...] = ()
+    """Columns blanked (NaN) before training and prediction: the ablation of a feature group."""
 
     def predict(self, features: np.ndarray, threads: int = 1) -> np.ndarray:
+        if self.masked_columns:
+            features = mask_columns(features, self.masked_columns)
         return np.asarray(self.booster.predict(features, num_iteration=self.best_iteration, num_threads=threads))
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
@@ -133,8 +137,12 @@ def train_ranker(
     feature_names: Sequence[str],
     categorical: Sequence[str],
     params: RankerParams,
+    masked_columns: Sequence[int] = (),
 ) -> Ranker:
     """LambdaRank with NDCG@10 on held-out users for early stopping."""
+    if masked_columns:
+        train = RankingData(mask_columns(train.features, masked_columns), train.labels, train.groups, train.group_users)
+        valid = RankingData(mask_columns(valid.features, masked_columns), valid.labels, valid.groups, valid.group_users)
     train_set = lgb.Dataset(train.features, train.labels, group=train.groups, feature_name=list(feature_names),
                             categorical_feature=list(categorical), free_raw_data=False)  # fmt: skip
     valid_set = lgb.Dataset(valid.features, valid.labels, group=valid.groups, reference=train_set, free_raw_data=False)
@@ -149,7 +157,13 @@ def train_ranker(
     )
     best = booster.best_iteration or booster.current_iteration()
     curves = {f"valid_{k}": list(v) for k, v in history.get("valid", {}).items()}
-    return Ranker(booster, list(feature_names), list(categorical), int(best), curves)
+    return Ranker(booster, list(feature_names), list(categorical), int(best), curves, tuple(masked_columns))
+
+
+def mask_columns(features: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    masked = np.array(features, dtype=np.float32, copy=True)
+    masked[:, list(columns)] = np.nan
+    return masked
 
 
 def params_dict(params: RankerParams) -> dict[str, Any]:

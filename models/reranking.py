@@ -35,6 +35,14 @@ from models.splits import evaluation_split, label_split
 from models.stage1 import config_from_settings, fit_stage1
 from models.training_set import build_training_set, choose_training_users
 
+ABLATION_GROUPS: dict[str, tuple[str, ...]] = {
+    "price": ("item_price", "item_log_price", "item_price_tier", "price_gap", "abs_price_gap", "user_log_price_mean",
+              "user_log_price_std", "user_rel_price_mean", "user_price_sensitivity"),
+    "stock": ("item_in_stock",),
+    "recency": ("item_age_days", "item_events_1d", "item_events_7d", "item_trend", "user_novelty_days",
+                "s1_fresh_rank", "s1_fresh_score"),
+}  # fmt: skip
+"""Feature groups the demo catalog plants signal in; the ablation retrains without them on the same data."""
 TRAINING_FILE = "training_set.npz"
 SPEC_FILE = "feature_spec.json"
 RANKER_SECTION = "ranker_section.json"
@@ -121,10 +129,21 @@ def load_ranker(folder: Path) -> tuple[Ranker, FeatureSpec, dict[str, Any]]:
     return Ranker.load(folder, section, spec.names), spec, section
 
 
+def ablated_ranker(training_dir: Path, groups: tuple[str, ...], settings: Settings) -> Ranker:
+    """The same training as ``train_step`` with the columns of ``groups`` blanked."""
+    data, spec = load_training(training_dir)
+    valid = np.random.default_rng(settings.seed).random(len(data.groups)) < settings.ranker_valid_fraction
+    columns = tuple(spec.names.index(name) for group in groups for name in ABLATION_GROUPS[group])
+    return train_ranker(data.select_groups(~valid), data.select_groups(valid), spec.names, CATEGORICAL_FEATURES,
+                        ranker_params(settings), masked_columns=columns)  # fmt: skip
+
+
 def evaluation_step(
-    dataset: Dataset, vectors: np.ndarray, ranker_dir: Path, settings: Settings, champion: Ranker | None = None
-) -> dict[str, Any]:
-    """Every method on the same test users, stage-1 recall per source, K sweep, and the champion's NDCG."""
+    dataset: Dataset, vectors: np.ndarray, ranker_dir: Path, settings: Settings, champion: Ranker | None = None,
+    training_dir: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every method on the same test users, K sweep, the champion's NDCG, and (for datasets with prices) the
+    ablation of the price, stock and recency features."""
     ranker, spec, _ = load_ranker(ranker_dir)
     split = evaluation_split(dataset.interactions, settings.test_fraction)
     context = FeatureContext(dataset.items, dataset.users, split.history)
@@ -143,6 +162,13 @@ def evaluation_step(
     methods["stage1"] = metrics_of(rank_with_recommender(replace(recommender, ranker=None), users)[0], users)
     two_stage, latencies = rank_with_recommender(recommender, users)
     methods["two_stage"] = metrics_of(two_stage, users)
+    ablation: dict[str, dict[str, float]] = {}
+    if training_dir is not None and settings.ablation and dataset.items[C.PRICE].notna().any():
+        groups = tuple(ABLATION_GROUPS)
+        without = ablated_ranker(training_dir, groups, settings)
+        ablation["two_stage_without_" + "_".join(groups)] = metrics_of(
+            rank_with_recommender(replace(recommender, ranker=without), users)[0], users
+        )
     sizing = sweep_candidate_k(recommender, _subset(users, settings.sweep_max_users, settings.seed),
                                tolerance=settings.k_tolerance)  # fmt: skip
     report: dict[str, Any] = {
@@ -152,6 +178,7 @@ def evaluation_step(
         "users": len(users.users),
         "methods": methods,
         "k_sweep": sizing,
+        "ablation": ablation,
         "two_stage_latency_ms": {
             "p50": float(np.percentile(latencies, 50)),
             "p99": float(np.percentile(latencies, 99)),

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     )
 
     embedding_batch_size: int = Field(default=64, gt=0)
+    embedding_shard_size: int = Field(default=5000, gt=0, description="Items per embedding task on a Dask cluster.")
+    dask_address: str | None = Field(
+        default=None, description="Dask scheduler (tcp://host:8786): embedding and feature tasks run on that cluster."
+    )
     embedding_backend: str = Field(default="torch", description="Text encoder: 'torch' (sentence-transformers).")
 
     als_factors: int = Field(default=32, gt=0)
@@ -80,6 +84,9 @@ class Settings(BaseSettings):
     sweep_max_users: int | None = Field(default=300, description="Users in the candidate-set size sweep.")
     k_tolerance: float = Field(
         default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."
+    )
+    ablation: bool = Field(
+        default=True, description="Also train without price/stock/recency features (datasets with prices)."
     )
     registered_model: str = Field(default="reranker", description="MLflow registered model name (demo dataset).")
 
