@@ -17,7 +17,7 @@ import pandas as pd
 from models.artifacts import ArtifactError, VersionStore
 from models.bundle import load_recommender
 from models.embeddings import TextEncoder, make_encoder
-from models.feature_store import online_user_features, open_store
+from models.feature_store import FEATURE_SERVICE, HISTORY_SERVICE, online_user_features, open_store
 from models.recommend import Recommender, Request, Result
 from models.rules import Filters, RulesConfig
 from models.settings import Settings
@@ -50,7 +50,8 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim
     recommender, manifest = load_recommender(path, rules, encoder_dim)
     dataset = manifest["features"]["store"]["dataset"]
     store = open_store(settings, dataset)
-    store.get_feature_service("ranker_v1")  # fails early when the feature registry is missing
+    for service in (FEATURE_SERVICE, HISTORY_SERVICE):  # a registry that lacks them would degrade every request
+        store.get_feature_service(service)
     snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
     published = pd.Timestamp(manifest["created_at"]).value / 1e9
     return Loaded(path, recommender, manifest, store, snapshot, published)
@@ -65,7 +66,12 @@ class Runtime:
     encoder: TextEncoder | None = None
     loaded: Loaded | None = None
     last_reload_error: str | None = None
+    store_retry_seconds: float = 5.0
+    """After an online-store failure, serve degraded without trying the store for this long (no per-request
+    timeouts piling up during an outage)."""
+    _store_down_until: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self, load_encoder: bool = True) -> None:
         if load_encoder and self.encoder is None:
@@ -105,21 +111,27 @@ class Runtime:
         """Poll for newly published versions in the background."""
 
         def loop() -> None:
-            while True:
-                time.sleep(interval_seconds)
+            while not self._stop.wait(interval_seconds):
                 self.reload()
 
         thread = threading.Thread(target=loop, name="version-watcher", daemon=True)
         thread.start()
         return thread
 
+    def close(self) -> None:
+        """Stop the background watcher."""
+        self._stop.set()
+
     # ---- requests --------------------------------------------------------------------------------------------
     def user_features(self, loaded: Loaded, user_id: str) -> tuple[dict[str, Any] | None, bool]:
         """(features or None, degraded): an unreachable online store degrades the request instead of failing it."""
+        if time.monotonic() < self._store_down_until:
+            return None, True
         try:
             row = online_user_features(loaded.store, [user_id]).iloc[0].to_dict()
         except Exception as error:
-            log.warning("online store unavailable, serving degraded: %s", error)
+            log.warning("online store unavailable, serving degraded for %.0f s: %s", self.store_retry_seconds, error)
+            self._store_down_until = time.monotonic() + self.store_retry_seconds
             return None, True
         return row, False
 

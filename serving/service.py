@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import BaseModel, Field
 
+from models.artifacts import ArtifactError
 from models.recommend import Result
 from models.rules import Filters
 from models.settings import Settings
@@ -70,6 +72,21 @@ K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
 ID = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+STATE_MODEL = "recsys-state"
+
+
+def _settings() -> Settings:
+    """From source: ``Settings()`` (RECSYS_* environment). From a built bento: the state folder it carries as the
+    model ``recsys-state`` (serving/package.py), unless RECSYS_STATE_DIR points elsewhere."""
+    bento = RecSys.bento  # type: ignore[attr-defined]
+    if bento is None or "RECSYS_STATE_DIR" in os.environ:
+        return Settings()
+    tags = [model.tag for model in bento.info.all_models if model.tag.name == STATE_MODEL]
+    if not tags:
+        raise ArtifactError(f"bento {bento.tag} carries no '{STATE_MODEL}' model (see serving/bentofile.yaml)")
+    return Settings(state_dir=Path(bentoml.models.get(tags[0]).path))
+
+
 def _threads() -> None:
     """One thread per request path: oversubscribing 2 cores costs more than it gains for single queries."""
     import faiss
@@ -83,13 +100,17 @@ def _threads() -> None:
 class RecSys:
     def __init__(self) -> None:
         _threads()
-        self.settings = Settings()
+        self.settings = _settings()
         self.runtime = Runtime(self.settings)
         self.runtime.start()
         self.runtime.watch(self.settings.reload_interval_seconds)
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready
+
+    @bentoml.on_shutdown
+    def _stop_watching(self) -> None:
+        self.runtime.close()
 
     @bentoml.api
     def recommend(

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Serve the recommender on this machine: `bentoml serve serving.service:RecSys` on 127.0.0.1:$PORT (default 3000),
+# from the repo root, serving the version published under the state folder (RECSYS_STATE_DIR, default .state).
+# BentoML's home (logs, metrics, model and bento stores) defaults to <state folder>/bentoml.
+# Extra arguments go to `bentoml serve`, e.g. `scripts/serve.sh --development`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+state_dir=$(realpath -m "${RECSYS_STATE_DIR:-.state}")
+export RECSYS_STATE_DIR="$state_dir"
+export BENTOML_HOME
+BENTOML_HOME=$(realpath -m "${BENTOML_HOME:-$state_dir/bentoml}")
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the text encoder ships with a package; never reach for the hub
+port="${PORT:-3000}"
+
+if [[ ! -e "$state_dir/versions/current" ]]; then
+    echo "serve.sh: no published version under $state_dir/versions (run the pipeline first: recsys pipeline)" >&2
+    exit 1
+fi
+
+if [[ -n "${BENTOML:-}" ]]; then
+    bentoml=$BENTOML
+elif [[ -x .venv/bin/bentoml ]]; then
+    bentoml=.venv/bin/bentoml
+else
+    bentoml=bentoml
+fi
+
+echo "serving $(readlink "$state_dir/versions/current" || echo current) from $state_dir on http://127.0.0.1:$port" >&2
+exec "$bentoml" serve serving.service:RecSys --host 127.0.0.1 --port "$port" "$@"
