@@ -28,7 +28,7 @@ RERANKER_SETTINGS = (
     "ranker_valid_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
     "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory",
 )  # fmt: skip
-EVAL_SETTINGS = (*RERANKER_SETTINGS, "eval_max_users", "sweep_max_users", "k_tolerance")
+EVAL_SETTINGS = (*RERANKER_SETTINGS, "eval_max_users", "k_tolerance")
 DONE = "done.json"
 
 

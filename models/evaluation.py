@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,9 @@ import pandas as pd
 from models import columns as C
 from models.collaborative import CollaborativeModel
 from models.metrics import evaluate_rankings
-from models.recommend import Recommender, Request
+from models.ranker import Ranker
+from models.recommend import Recommender, Request, Retrieval
+from models.rules import apply_rules
 from models.splits import Split, relevant_items
 
 METRICS = ("ndcg", "recall", "map")
@@ -107,18 +109,68 @@ def metrics_of(rankings: Mapping[str, Sequence[str]], users: EvaluationUsers, k:
     return evaluate_rankings(rankings, users.relevant, metrics=METRICS, ks=(k,))
 
 
+@dataclass
+class Variants:
+    """Top-k lists per (method, candidate-set size), and the re-ranking time (features + model) per size."""
+
+    rankings: dict[tuple[str, int], dict[str, list[str]]]
+    rerank_ms: dict[int, list[float]]
+
+
+def rank_variants(
+    recommender: Recommender,
+    users: EvaluationUsers,
+    rankers: Mapping[str, Ranker | None],
+    ks: Sequence[int],
+    k: int = 10,
+) -> Variants:
+    """Every ranker at every candidate-set size, each size retrieved, featurised and ranked the way
+    ``Recommender.recommend`` does (``None``: the stage-1 order); the rankers share that work. Equivalence with
+    ``recommend`` is tested (ties make a truncated larger retrieval differ, so each size retrieves on its own)."""
+    rankings: dict[tuple[str, int], dict[str, list[str]]] = {(name, size): {} for name in rankers for size in ks}
+    rerank_ms: dict[int, list[float]] = {size: [] for size in ks}
+    stage1, catalog = recommender.stage1, recommender.catalog
+    for user in users.users:
+        request = Request(user_id=user, k=k, as_of=users.as_of[user])
+        features = users.features[user]
+        query, seen = recommender.query_for(request, features)
+        for size in ks:
+            candidates = stage1.candidates(query, size)
+            retrieval = Retrieval(query, candidates, candidates.rows, seen, fallback=False)
+            started = time.perf_counter()
+            block = recommender.item_features.block(candidates.rows, request.as_of)
+            matrix = recommender.feature_matrix(request, retrieval, features, block)
+            for name, ranker in rankers.items():
+                if ranker is None:
+                    scores = -np.arange(len(candidates), dtype=np.float64)
+                else:
+                    scores = ranker.predict(matrix)
+                    if name == "two_stage":
+                        rerank_ms[size].append((time.perf_counter() - started) * 1000.0)
+                ruled = apply_rules(catalog, candidates.rows, scores, k, request.as_of, recommender.rules,
+                                    request.filters, query.exclude, recommender.popularity_order)  # fmt: skip
+                rankings[(name, size)][user] = catalog.item_ids[ruled.rows].tolist()
+    return Variants(rankings, rerank_ms)
+
+
+def choose_k(ndcg_by_k: Mapping[int, float], tolerance: float) -> int:
+    """The smallest K whose NDCG is within ``tolerance`` (a share) of the best."""
+    best = max(ndcg_by_k.values())
+    return min(size for size, value in ndcg_by_k.items() if value >= (1.0 - tolerance) * best)
+
+
 def sweep_candidate_k(
-    recommender: Recommender, users: EvaluationUsers, ks: Sequence[int] = K_SWEEP, tolerance: float = 0.01, k: int = 10
+    variants: Variants, users: EvaluationUsers, tolerance: float = 0.01, k: int = 10
 ) -> dict[str, object]:
-    """NDCG@k and latency per candidate-set size; choose the smallest K whose NDCG is within ``tolerance`` of the best."""
+    """Two-stage NDCG@k and re-ranking latency per candidate-set size, and the chosen (smallest sufficient) K."""
+    sizes = sorted({size for _, size in variants.rankings})
     rows = []
-    for candidates in ks:
-        variant = replace(recommender, k_candidates=candidates)
-        rankings, latencies = rank_with_recommender(variant, users, k)
-        scores = metrics_of(rankings, users, k)
-        rows.append({"k_candidates": candidates, f"ndcg@{k}": scores[f"ndcg@{k}"],
-                     "latency_p50_ms": float(np.percentile(latencies, 50)),
-                     "latency_p99_ms": float(np.percentile(latencies, 99))})  # fmt: skip
+    for size in sizes:
+        scores = metrics_of(variants.rankings[("two_stage", size)], users, k)
+        latencies = variants.rerank_ms[size]
+        rows.append({"k_candidates": size, f"ndcg@{k}": scores[f"ndcg@{k}"], f"recall@{k}": scores[f"recall@{k}"],
+                     "rerank_p50_ms": float(np.percentile(latencies, 50)),
+                     "rerank_p99_ms": float(np.percentile(latencies, 99))})  # fmt: skip
+    chosen = choose_k({int(row["k_candidates"]): row[f"ndcg@{k}"] for row in rows}, tolerance)
     best = max(row[f"ndcg@{k}"] for row in rows)
-    chosen = min(row["k_candidates"] for row in rows if row[f"ndcg@{k}"] >= (1.0 - tolerance) * best)
     return {"rows": rows, "chosen_k": int(chosen), "best_ndcg": best, "tolerance": tolerance}

@@ -153,10 +153,9 @@ class Recommender:
         self.collab_rows = pd.Index(collaborative.model.item_ids).get_indexer(self.catalog.item_ids)
 
     # ---- the main path -------------------------------------------------------------------------------------
-    def retrieve(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Retrieval:
-        """Stage 1 for a request: the query built from the user's features, and the merged candidates."""
-        known = _user_is_known(user)
-        features = user if known and user is not None else {}
+    def query_for(self, request: Request, user: Mapping[str, Any] | None) -> tuple[UserQuery, frozenset[str]]:
+        """The stage-1 query from the user's features (recent positives, items seen), and the seen items."""
+        features = user if _user_is_known(user) and user is not None else {}
         seen = frozenset(_as_list(features.get(USER_SEEN_ITEMS)))
         query = UserQuery(
             user_id=request.user_id,
@@ -166,6 +165,12 @@ class Recommender:
             text_vector=request.query_vector,
             exclude=seen if request.exclude_seen else frozenset(),
         )
+        return query, seen
+
+    def retrieve(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Retrieval:
+        """Stage 1 for a request: the query built from the user's features, and the merged candidates."""
+        query, seen = self.query_for(request, user)
+        known = _user_is_known(user)
         fallback = not known and not degraded and request.query_vector is None and not request.session_item_ids
         candidates = self._candidates(query, fallback)
         return Retrieval(query, candidates, candidates.rows, seen, fallback)

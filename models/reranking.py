@@ -6,7 +6,6 @@ Each step reads what the previous one wrote (numpy, LightGBM text, JSON) so the 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ import pandas as pd
 from models import columns as C
 from models.contract import Dataset
 from models.evaluation import (
-    EvaluationUsers,
+    K_SWEEP,
     collaborative_scorer,
     evaluation_users,
     metrics_of,
     popularity_scores,
     rank_by_scores,
+    rank_variants,
     rank_with_recommender,
     sweep_candidate_k,
 )
@@ -159,24 +159,29 @@ def evaluation_step(
         "popularity": metrics_of(rank_by_scores(lambda _user: popular, catalog.item_ids, users), users),
         "als": metrics_of(rank_by_scores(als, catalog.item_ids, users), users),
     }
-    methods["stage1"] = metrics_of(rank_with_recommender(replace(recommender, ranker=None), users)[0], users)
-    two_stage, latencies = rank_with_recommender(recommender, users)
+    two_stage, latencies = rank_with_recommender(recommender, users)  # the service's own path, at the default K
     methods["two_stage"] = metrics_of(two_stage, users)
-    ablation: dict[str, dict[str, float]] = {}
+    rankers: dict[str, Ranker | None] = {"stage1": None, "two_stage": ranker}
+    ablation_name = "two_stage_without_" + "_".join(ABLATION_GROUPS)
     if training_dir is not None and settings.ablation and dataset.items[C.PRICE].notna().any():
-        groups = tuple(ABLATION_GROUPS)
-        without = ablated_ranker(training_dir, groups, settings)
-        ablation["two_stage_without_" + "_".join(groups)] = metrics_of(
-            rank_with_recommender(replace(recommender, ranker=without), users)[0], users
-        )
-    sizing = sweep_candidate_k(recommender, _subset(users, settings.sweep_max_users, settings.seed),
-                               tolerance=settings.k_tolerance)  # fmt: skip
+        rankers[ablation_name] = ablated_ranker(training_dir, tuple(ABLATION_GROUPS), settings)
+    if champion is not None:
+        rankers["champion"] = champion
+    sizes = sorted({*K_SWEEP, settings.candidates_k})
+    variants = rank_variants(recommender, users, rankers, sizes)
+    methods["stage1"] = metrics_of(variants.rankings[("stage1", settings.candidates_k)], users)
+    same = [variants.rankings[("two_stage", settings.candidates_k)][u] == two_stage[u] for u in users.users]
+    ablation = {}
+    if ablation_name in rankers:
+        ablation[ablation_name] = metrics_of(variants.rankings[(ablation_name, settings.candidates_k)], users)
+    sizing = sweep_candidate_k(variants, users, tolerance=settings.k_tolerance)
     report: dict[str, Any] = {
         "dataset": dataset.name,
         "k_candidates": sizing["chosen_k"],
         "evaluated_with_k_candidates": settings.candidates_k,
         "users": len(users.users),
         "methods": methods,
+        "shared_retrieval_agreement": float(np.mean(same)),
         "k_sweep": sizing,
         "ablation": ablation,
         "two_stage_latency_ms": {
@@ -185,13 +190,7 @@ def evaluation_step(
         },
     }
     if champion is not None:
-        report["champion_ndcg@10"] = metrics_of(rank_with_recommender(replace(recommender, ranker=champion), users)[0],
-                                                users)["ndcg@10"]  # fmt: skip
+        report["champion_ndcg@10"] = metrics_of(variants.rankings[("champion", settings.candidates_k)], users)[
+            "ndcg@10"
+        ]
     return report
-
-
-def _subset(users: EvaluationUsers, max_users: int | None, seed: int) -> EvaluationUsers:
-    if max_users is None or len(users.users) <= max_users:
-        return users
-    chosen = sorted(np.random.default_rng(seed).choice(users.users, size=max_users, replace=False).tolist())
-    return EvaluationUsers(chosen, users.as_of, users.features, {u: users.relevant[u] for u in chosen}, users.seen)

@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     ranker_valid_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
     )
-    sweep_max_users: int | None = Field(default=300, description="Users in the candidate-set size sweep.")
     k_tolerance: float = Field(
         default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."
     )

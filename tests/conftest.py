@@ -46,7 +46,7 @@ def small_settings(state: Path, **overrides: Any) -> Settings:
     """Settings for a small demo catalog that the whole pipeline runs on in about a minute."""
     values: dict[str, Any] = {
         "state_dir": state, "demo_items": 1500, "demo_users": 400, "demo_interactions": 20_000,
-        "candidates_k": 200, "eval_max_users": 200, "sweep_max_users": 100, "train_max_users": 400,
+        "candidates_k": 200, "eval_max_users": 200, "train_max_users": 400,
         "als_iterations": 8, "als_factors": 16, "ranker_rounds": 60, "reload_interval_seconds": 0.5,
     }  # fmt: skip
     values.update(overrides)

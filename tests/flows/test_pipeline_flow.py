@@ -28,6 +28,14 @@ def test_report_has_the_documented_shape(published):
     assert set(report["stage1_recall"]) == {"collaborative", "graph", "popular", "semantic", "fresh", "merged"}
     assert set(report["stage1_recall"]["merged"]) == {"100", "500"}
     assert Path(summary["report_path"]).is_relative_to(settings.reports_dir)
+    details = report["details"]
+    # the K sweep's shared retrieval ranks exactly as the service's recommend() path does
+    assert details["shared_retrieval_agreement"] == 1.0
+    sweep = details["k_sweep"]
+    assert [row["k_candidates"] for row in sweep["rows"]] == [50, 100, 200, 300, 500, 1000]
+    best = max(row["ndcg@10"] for row in sweep["rows"])
+    assert min(r["k_candidates"] for r in sweep["rows"] if r["ndcg@10"] >= 0.99 * best) == report["k_candidates"]
+    assert "two_stage_without_price_stock_recency" in details["ablation"]
 
 
 def test_published_version_is_complete_and_serves(published):
