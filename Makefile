@@ -4,17 +4,19 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+STATE ?= $(or $(RECSYS_STATE_DIR),.state)
 DATASET ?= demo
 DATA_DIR ?=
+PORT ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo data test test-fast lint lock clean-state
+.PHONY: help setup demo pipeline data serve bento ui bench test test-fast lint lock clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(INSTALLED): requirements.lock pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -22,22 +24,41 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 setup: $(INSTALLED) ## create .venv and install the locked environment (CPU torch)
 
-demo: setup ## generate the demo catalog, validate it and print its summary
-	$(PY) -m flows.cli data --dataset demo
+demo: setup ## set up, run the pipeline on the demo catalog, print the summary, serve it on localhost:$(PORT)
+	PORT=$(PORT) bash scripts/demo.sh
 
-data: setup ## load and validate a dataset: DATASET=demo|movielens|files DATA_DIR=PATH
+pipeline: setup ## run the whole pipeline flow: DATASET=demo|movielens|files [DATA_DIR=PATH]
+	$(PY) -m flows.cli pipeline --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+data: setup ## only load, validate and save a dataset: DATASET=demo|movielens|files [DATA_DIR=PATH]
 	$(PY) -m flows.cli data --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+serve: setup ## serve the published version with `bentoml serve` on http://127.0.0.1:$(PORT)
+	PORT=$(PORT) bash scripts/serve.sh
+
+bento: setup ## pack the published version as the model recsys-state and build the bento
+	export BENTOML_HOME=$${BENTOML_HOME:-$(abspath $(STATE))/bentoml}; \
+	$(PY) -m serving.package && $(VENV)/bin/bentoml build -f serving/bentofile.yaml .
+
+ui: setup ## Prefect UI on :4200 and MLflow UI on :5000 over the state folder (Ctrl-C stops both)
+	bash scripts/ui.sh
+
+bench: setup ## run the benchmarks; writes $(STATE)/bench/BENCHMARKS.md and bench.json
+	$(PY) -m bench.run
 
 test: setup ## run every test
 	$(PY) -m pytest
 
+test-fast: setup ## unit tests only (seconds)
+	$(PY) -m pytest tests/unit
+
 lint: setup ## ruff and mypy
-	$(VENV)/bin/ruff check models flows serving feature_repo tests
-	$(VENV)/bin/ruff format --check models flows serving feature_repo tests
+	$(VENV)/bin/ruff check models flows serving feature_repo tests bench
+	$(VENV)/bin/ruff format --check models flows serving feature_repo tests bench
 	$(VENV)/bin/mypy models flows serving
 
 lock: ## recompile requirements.lock from pyproject.toml (CPU torch: no nvidia-*/triton pins)
 	bash scripts/lock.sh
 
-clean-state: ## delete all runtime state under .state/
-	rm -rf .state
+clean-state: ## delete all runtime state under $(STATE)
+	rm -rf $(STATE)

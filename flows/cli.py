@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,10 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     registration = summary["registration"]
     print(f"model: {registration['model']} v{registration['version']} (champion: {registration['promoted']})")
     print(f"published version: {summary['version']}")
+    if summary.get("bento"):
+        print(
+            f"bento: {summary['bento']}  (BENTOML_HOME={os.environ.get('BENTOML_HOME')}; `bentoml serve {summary['bento']}`)"
+        )
     print(f"evaluation report: {summary['report_path']}")
     print(f"UIs: make ui  (Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000; state in {settings.state_dir})")
 

@@ -67,6 +67,19 @@ def publish_version(stage1_dir: str, snapshot_dir: str, ranker_dir: str, report:
         raise
 
 
+@task
+def build_bento(version: str, settings: Settings) -> str:
+    """Pack the just-published version as the model ``recsys-state`` and build the bento that serves it."""
+    import bentoml  # BENTOML_HOME is set by the entry point (flows/runtime.py) before this import
+
+    from serving.package import export_state_model
+
+    export_state_model(settings)
+    root = Path(__file__).resolve().parents[1]
+    bento = bentoml.bentos.build_bentofile(str(root / "serving" / "bentofile.yaml"), build_ctx=str(root))
+    return str(bento.tag)
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[str, Any]:
     """The whole offline pipeline for one dataset; returns a summary with per-stage times."""
@@ -92,7 +105,13 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
     version = publish_version(stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
                               reranker["report"], fingerprint, Path(dataset_dir).name, settings)  # fmt: skip
     timings["publish"] = time.perf_counter() - started
+    bento = None
+    if settings.build_bento:
+        started = time.perf_counter()
+        bento = build_bento(version, settings)
+        timings["bento"] = time.perf_counter() - started
     return {
+        "bento": bento,
         "dataset": Path(dataset_dir).name,
         "version": version,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

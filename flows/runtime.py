@@ -17,6 +17,7 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("BENTOML_HOME", str((settings.state_dir / "bentoml").resolve()))
 
 
 def task_runner(settings: Settings) -> Any:  # a prefect TaskRunner (generic over its futures)

@@ -68,11 +68,11 @@ class Settings(BaseSettings):
         le=5000,
         description="Candidates per request in training and evaluation (serving uses the K the sweep chose).",
     )
-    eval_max_users: int | None = Field(default=1000, description="Cap on test users in evaluations (None: all).")
+    eval_max_users: int | None = Field(default=600, description="Cap on test users in evaluations (None: all).")
     recall_max_users: int | None = Field(default=500, description="Cap on test users in the stage-1 Recall@K report.")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
-    train_max_users: int | None = Field(default=3000, description="Cap on users in the re-ranker's training set.")
+    train_max_users: int | None = Field(default=2000, description="Cap on users in the re-ranker's training set.")
     ranker_rounds: int = Field(default=400, gt=0)
     ranker_learning_rate: float = Field(default=0.03, gt=0)
     ranker_leaves: int = Field(default=15, gt=1)
@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     ablation: bool = Field(
         default=True, description="Also train without price/stock/recency features (datasets with prices)."
     )
+    build_bento: bool = Field(default=True, description="End the pipeline by building the bento of the new version.")
     registered_model: str = Field(default="reranker", description="MLflow registered model name (demo dataset).")
 
     reload_interval_seconds: float = Field(

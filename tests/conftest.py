@@ -48,6 +48,7 @@ def small_settings(state: Path, **overrides: Any) -> Settings:
         "state_dir": state, "demo_items": 1500, "demo_users": 400, "demo_interactions": 20_000,
         "candidates_k": 200, "eval_max_users": 200, "train_max_users": 400,
         "als_iterations": 8, "als_factors": 16, "ranker_rounds": 60, "reload_interval_seconds": 0.5,
+        "build_bento": False,
     }  # fmt: skip
     values.update(overrides)
     return Settings(**values)
