@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     index_factory: str | None = Field(default=None, description="FAISS factory string; default: by catalogue size.")
     ann_target_recall: float = Field(default=0.95, gt=0, le=1)
     candidates_k: int = Field(
-        default=300,
+        default=200,
         gt=0,
         le=5000,
         description="Candidates per request in training and evaluation (serving uses the K the sweep chose).",
