@@ -46,7 +46,7 @@ def fingerprint_dataset(dataset_dir: str) -> str:
 
 @task(**IO_RETRIES, **CACHED)
 def embed_items(dataset_dir: str, fingerprint: str, backend: str, settings: Settings) -> str:
-    encoder = make_encoder(backend, threads=settings.threads)
+    encoder = make_encoder(backend, threads=settings.threads, cache_dir=settings.cache_dir)
     cache = EmbeddingCache(settings.cache_dir / "embeddings")
     path, _ = embed_items_to_file(
         Path(dataset_dir) / "items.parquet", encoder, cache, settings.work_dir / "embeddings",
@@ -60,7 +60,7 @@ def embed_item_shard(
     dataset_dir: str, fingerprint: str, backend: str, start: int, stop: int, settings: Settings
 ) -> str:
     """One shard of the items, embedded on whichever worker runs it (the state folder is shared storage)."""
-    encoder = make_encoder(backend, threads=1)
+    encoder = make_encoder(backend, threads=1, cache_dir=settings.cache_dir)
     cache = EmbeddingCache(settings.cache_dir / "embeddings")
     vectors = embed_item_range(Path(dataset_dir) / "items.parquet", start, stop, encoder, cache,
                                settings.embedding_batch_size)  # fmt: skip

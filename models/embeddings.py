@@ -21,6 +21,7 @@ from models import columns as C
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
+EMBEDDING_BACKENDS = ("torch", "onnx-int8")
 
 
 def encoder_name(backend: str) -> str:
@@ -148,7 +149,13 @@ def make_encoder(backend: str = "torch", threads: int | None = None, cache_dir: 
     """The encoder for a backend name (see ``Settings.embedding_backend``)."""
     if backend == "torch":
         return SentenceTransformerEncoder(threads=threads)
-    raise ValueError(f"unknown embedding backend '{backend}', expected 'torch'")
+    if backend == "onnx-int8":
+        from models.onnx_encoder import OnnxInt8Encoder
+
+        if cache_dir is None:
+            raise ValueError("the 'onnx-int8' backend needs a cache folder for its built model")
+        return OnnxInt8Encoder(cache_dir, threads=threads)
+    raise ValueError(f"unknown embedding backend '{backend}', expected one of {', '.join(EMBEDDING_BACKENDS)}")
 
 
 def texts_digest(encoder_name: str, texts: Sequence[str]) -> str:
