@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from feast import FeatureStore, RepoConfig
@@ -140,12 +141,24 @@ def training_frame(store: FeatureStore, entity_rows: pd.DataFrame) -> pd.DataFra
     return frame
 
 
-def online_user_features(store: FeatureStore, user_ids: Sequence[str]) -> pd.DataFrame:
-    """User features (the ranker's and the history stage 1 queries with) from the online store, one row per user
-    id in order (missing users get nulls)."""
-    refs = service_features(store, USER_VIEW) + service_features(store, None, HISTORY_SERVICE)
-    response = store.get_online_features(features=refs, entity_rows=[{C.USER_ID: u} for u in user_ids])
+def user_feature_refs(store: FeatureStore) -> list[str]:
+    """The online user features' references (the ranker's and the history stage 1 queries with). Resolving them
+    reads the registry (~2 ms): the service does it once per loaded version, not per request."""
+    return service_features(store, USER_VIEW) + service_features(store, None, HISTORY_SERVICE)
+
+
+def online_user_features(store: FeatureStore, user_ids: Sequence[str], refs: list[str] | None = None) -> pd.DataFrame:
+    """User features from the online store, one row per user id in order (missing users get nulls)."""
+    response = store.get_online_features(
+        features=refs or user_feature_refs(store), entity_rows=[{C.USER_ID: u} for u in user_ids]
+    )
     return pd.DataFrame(response.to_dict())[[C.USER_ID, *USER_FEATURES]]
+
+
+def online_user_row(store: FeatureStore, user_id: str, refs: list[str]) -> dict[str, Any]:
+    """One user's features as a dict (the per-request read: no DataFrame)."""
+    values = store.get_online_features(features=refs, entity_rows=[{C.USER_ID: user_id}]).to_dict()
+    return {name: values[name][0] for name in (C.USER_ID, *USER_FEATURES)}
 
 
 def online_item_features(store: FeatureStore, item_ids: Sequence[str], chunk: int = 5000) -> pd.DataFrame:

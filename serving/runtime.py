@@ -4,6 +4,7 @@ hot swap to a newly published version. Plain Python, so it can be tested without
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ import pandas as pd
 from models.artifacts import ArtifactError, VersionStore
 from models.bundle import load_recommender
 from models.embeddings import TextEncoder, make_encoder
-from models.feature_store import FEATURE_SERVICE, HISTORY_SERVICE, online_user_features, open_store
+from models.feature_store import FEATURE_SERVICE, HISTORY_SERVICE, online_user_row, open_store, user_feature_refs
 from models.recommend import Recommender, Request, Result
 from models.rules import Filters, RulesConfig
 from models.settings import Settings
@@ -35,6 +36,7 @@ class Loaded:
     store: Any
     snapshot_seconds: float
     published_seconds: float
+    user_refs: list[str]
 
     @property
     def version(self) -> str:
@@ -54,7 +56,7 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim
         store.get_feature_service(service)
     snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
     published = pd.Timestamp(manifest["created_at"]).value / 1e9
-    return Loaded(path, recommender, manifest, store, snapshot, published)
+    return Loaded(path, recommender, manifest, store, snapshot, published, user_feature_refs(store))
 
 
 @dataclass
@@ -75,10 +77,19 @@ class Runtime:
 
     def start(self, load_encoder: bool = True) -> None:
         if load_encoder and self.encoder is None:
-            self.encoder = make_encoder(self.settings.embedding_backend, threads=1)
+            backend = self.published_backend() or self.settings.embedding_backend
+            self.encoder = make_encoder(backend, threads=1, cache_dir=self.settings.cache_dir)
         self.reload()
         if self.loaded is None:
             raise ArtifactError(self.last_reload_error or "no version could be loaded")
+
+    def published_backend(self) -> str | None:
+        """The text encoder the current version's item vectors were made with: queries must use the same one."""
+        try:
+            manifest = json.loads((VersionStore(self.settings.versions_dir).current() / "manifest.json").read_text())
+            return str(manifest["stage1"]["embedding"]["model"])
+        except (ArtifactError, OSError, ValueError, KeyError, TypeError):
+            return None  # no readable version yet: reload() reports why
 
     @property
     def ready(self) -> bool:
@@ -128,7 +139,7 @@ class Runtime:
         if time.monotonic() < self._store_down_until:
             return None, True
         try:
-            row = online_user_features(loaded.store, [user_id]).iloc[0].to_dict()
+            row = online_user_row(loaded.store, user_id, loaded.user_refs)
         except Exception as error:
             log.warning("online store unavailable, serving degraded for %.0f s: %s", self.store_retry_seconds, error)
             self._store_down_until = time.monotonic() + self.store_retry_seconds
