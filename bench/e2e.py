@@ -213,8 +213,9 @@ def load_run(
 
 
 def run_e2e(
-    state_dir: Path, out_dir: Path, concurrency: int = 8, duration: float = 45.0, baseline_duration: float = 20.0,
+    state_dir: Path, out_dir: Path, concurrency: int = 2, duration: float = 45.0, baseline_duration: float = 20.0,
     warmup: float = 5.0, users: int = 5000, in_process_users: int = 300, workers: int = os.cpu_count() or 1,
+    saturation: int = 8,
 ) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {
         "goal": f"p50 <= {GOALS['p50_ms']:.0f} ms, p99 <= {GOALS['p99_ms']:.0f} ms, >= {GOALS['rps']:.0f} req/s, 0 errors",
@@ -243,6 +244,10 @@ def run_e2e(
         log(f"e2e: concurrency {concurrency} for {duration:.0f} s after {warmup:.0f} s warm-up")
         out["loaded"] = load_run(server, users_file, out_dir / f"loadgen-c{concurrency}.json", concurrency, warmup,
                                  duration)  # fmt: skip
+        if saturation > concurrency:
+            log(f"e2e: saturation, concurrency {saturation} for {baseline_duration:.0f} s")
+            out["saturated"] = load_run(server, users_file, out_dir / f"loadgen-c{saturation}.json", saturation,
+                                        warmup, baseline_duration)  # fmt: skip
     finally:
         server.stop()
         log("e2e: server stopped")

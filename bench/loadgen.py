@@ -1,7 +1,7 @@
 """Closed-loop HTTP load generator, run as its own process: ``python -m bench.loadgen --url ... --out ...``.
 
-``--concurrency`` workers each hold one keep-alive connection and send ``POST /recommend {"user_id", "k"}`` back
-to back, cycling over the user ids; requests started during ``--warmup`` are discarded. Each recorded request
+``--concurrency`` requests are in flight at any time (closed loop), ``POST /recommend {"user_id", "k"}`` back to
+back, cycling over the user ids, over a pool of ``--connections`` keep-alive connections taken in turn; requests started during ``--warmup`` are discarded. Each recorded request
 keeps its client latency, status and the response's ``timings_ms``. The default client is a minimal HTTP/1.1 client
 on asyncio streams (≈ 50 µs of client CPU per request, so the generator takes little of a 2-core machine from the
 server); ``--client httpx`` uses httpx.AsyncClient instead. The client's own CPU time is reported.
@@ -93,14 +93,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     next_user = 0
     sent = 0
 
+    # keep-alive connections shared by the in-flight requests, taken in turn: like a fleet of callers, requests
+    # reach every server worker process (a connection stays with the worker that accepted it)
+    pool: asyncio.Queue[RawConnection] = asyncio.Queue()
+    connections = [
+        RawConnection(url.hostname or "127.0.0.1", url.port or 80)
+        for _ in range(max(args.connections, args.concurrency))
+    ]
+    for connection in connections:
+        pool.put_nowait(connection)
+
+    async def pooled_post(path: str, body: bytes) -> tuple[int, bytes]:
+        connection = await pool.get()
+        try:
+            return await connection.post(path, body)
+        except Exception:
+            await connection.close()  # reconnects on its next use
+            raise
+        finally:
+            pool.put_nowait(connection)
+
     async def worker(slot: int) -> None:
         nonlocal next_user, sent
         if args.client == "httpx":
             import httpx
 
             client: Any = httpx.AsyncClient(base_url=f"{url.scheme}://{url.netloc}", timeout=30.0)
-        else:
-            client = RawConnection(url.hostname or "127.0.0.1", url.port or 80)
         try:
             while True:
                 t0 = time.perf_counter()
@@ -114,11 +132,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
                         status, payload = response.status_code, response.content
                     else:
-                        status, payload = await client.post(path, body)
+                        status, payload = await pooled_post(path, body)
                 except Exception as error:  # noqa: BLE001 - every failure is counted, the run goes on
                     status, payload = -1, repr(error).encode()
-                    if args.client != "httpx":
-                        await client.close()
                 t1 = time.perf_counter()
                 sent += 1
                 if t0 < warm_until:
@@ -140,16 +156,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if args.client == "httpx":
                 await client.aclose()
-            else:
-                await client.close()
 
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    for connection in connections:
+        await connection.close()
     measured = time.perf_counter() - warm_until
     client_cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return {
         "concurrency": args.concurrency,
+        "connections": len(connections) if args.client == "raw" else None,
         "k": args.k,
         "client": args.client,
         "warmup_s": args.warmup,
@@ -166,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="service root, e.g. http://127.0.0.1:3000")
     parser.add_argument("--users", required=True, help="JSON file: a list of user ids")
     parser.add_argument("--out", required=True, help="where to write the JSON result")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=2, help="requests in flight (closed loop)")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections they share (raw client)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=45.0)
     parser.add_argument("--k", type=int, default=10)

@@ -379,13 +379,13 @@ def _e2e(s: dict[str, Any] | None) -> list[str]:
         f"**Goal (issue):** {s['goal']}.",
         "",
         f"**Method:** `scripts/serve.sh` with {s.get('workers', 1)} worker process(es) (`RECSYS_SERVE_WORKERS`, one per core; ready in {s['server_ready_seconds']} s) serving version `{s['version']}` from "
-        f"`{s['state_dir']}`; a second process (`bench/loadgen.py`, {lo['client']} asyncio HTTP/1.1 client, one "
-        f'keep-alive connection per in-flight request) sends `POST /recommend {{"user_id", "k": 10}}` over '
+        f"`{s['state_dir']}`; a second process (`bench/loadgen.py`, {lo['client']} asyncio HTTP/1.1 client, "
+        f'{lo.get("connections") or lo["concurrency"]} keep-alive connections taken in turn, so requests reach every worker) sends `POST /recommend {{"user_id", "k": 10}}` over '
         f"{s['distinct_users']:,} known users, closed loop, after a warm-up. Baselines in the same run: the same "
         f"requests one at a time (concurrency 1) and the in-process `Runtime.recommend` without HTTP (measured before "
         f"the server started, {ip['raw']['calls_per_pass']} users × {ip['raw']['passes']} passes). The load "
         f"generator itself used {lo['client_cpu_share'] * 100:.0f} % of one core at concurrency {lo['concurrency']}. "
-        "Server CPU per request = CPU seconds of the server's process group during the run / requests sent: "
+        "Server CPU per request = CPU seconds of the server's process tree during the run / requests sent: "
         "unlike wall-clock time it does not grow when other jobs hold the CPU, so 1000 / it bounds the requests "
         "per second one fully available core could serve (one worker process is also bounded by the GIL).",
         "",
@@ -426,9 +426,17 @@ def _e2e(s: dict[str, Any] | None) -> list[str]:
     lines += table(["stage", f"concurrency {lo['concurrency']}", "concurrency 1", "in-process"], rows)
     lines += [
         f"Load at start / end of the concurrency-{lo['concurrency']} run: {_load(lo['load_start'])} → "
-        f"{_load(lo['load_end'])}. With {lo['concurrency']} requests in flight on one worker process, stage times "
-        "include waiting for the GIL and the cores, and the HTTP overhead includes queueing before a request is "
-        "picked up.",
+        f"{_load(lo['load_end'])}. Stage times include waiting for the GIL and the cores, and the HTTP overhead "
+        "includes queueing before a worker picks a request up.",
         "",
     ]
+    if sat := s.get("saturated"):
+        lines += [
+            f"**Saturation** (concurrency {sat['concurrency']}, more requests in flight than cores, same run): "
+            f"{sat['rps']} req/s, p50 {f(sat['latency']['p50_ms'], 2)} ms, p99 {f(sat['latency']['p99_ms'], 2)} ms, "
+            f"{sat['errors']} errors. Throughput stays at what the cores give; latency grows by queueing "
+            f"(closed loop, Little's law: mean latency ≈ concurrency / throughput = "
+            f"{f(1000 * sat['concurrency'] / sat['rps'], 1) if sat['rps'] else '–'} ms).",
+            "",
+        ]
     return lines

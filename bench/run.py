@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version-dir", type=Path, default=None,
                         help="published version for sections 2-3 (default <state>/versions/current, else the bench state's)")  # fmt: skip
     parser.add_argument("--ann-sizes", default=None, help="comma-separated N for section 1, e.g. 100000,1000000")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight in section 5")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="requests in flight in section 5 (default 2: one per core and server worker)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=None, help="seconds measured at that concurrency")
     parser.add_argument("--rebuild-state", action="store_true", help="re-run the pipeline for the bench state")
     return parser.parse_args(argv)
