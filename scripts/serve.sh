@@ -12,6 +12,9 @@ export BENTOML_HOME
 BENTOML_HOME=$(realpath -m "${BENTOML_HOME:-$state_dir/bentoml}")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the text encoder ships with a package; never reach for the hub
 port="${PORT:-3000}"
+# one worker process per core (each holds the version in memory); a /reload call reaches one of them, the others
+# switch within the watcher's poll interval
+export RECSYS_SERVE_WORKERS="${RECSYS_SERVE_WORKERS:-$(nproc)}"
 
 if [[ ! -e "$state_dir/versions/current" ]]; then
     echo "serve.sh: no published version under $state_dir/versions (run the pipeline first: recsys pipeline)" >&2
@@ -26,5 +29,6 @@ else
     bentoml=bentoml
 fi
 
-echo "serving $(readlink "$state_dir/versions/current" || echo current) from $state_dir on http://127.0.0.1:$port" >&2
+echo "serving $(readlink "$state_dir/versions/current" || echo current) from $state_dir on http://127.0.0.1:$port" \
+    "($RECSYS_SERVE_WORKERS workers)" >&2
 exec "$bentoml" serve serving.service:RecSys --host 127.0.0.1 --port "$port" "$@"
