@@ -41,6 +41,8 @@ from models.ranker import Ranker
 from models.rules import Catalog, Filters, RulesConfig, apply_rules
 from models.stage1 import Stage1
 
+RRF_K = 60.0
+
 FALLBACK_SHARES = {"popular": 0.7, "fresh": 0.3}
 NO_FILTERS = Filters()
 
@@ -281,7 +283,8 @@ class Recommender:
 
     # ---- item to item ---------------------------------------------------------------------------------------
     def similar(self, item_id: str, k: int, filters: Filters = NO_FILTERS, as_of: float = 0.0) -> list[Recommended]:
-        """Items close to ``item_id`` in text space and in collaborative space, merged half and half."""
+        """Items close to ``item_id`` in text space and in collaborative space, ordered by reciprocal-rank fusion
+        of the two neighbour lists (an item near the top of both comes first)."""
         row = self.row_of.get_indexer([item_id])[0]
         if row < 0:
             raise KeyError(item_id)
@@ -299,7 +302,13 @@ class Recommender:
             results.insert(0, SourceResult("collaborative", found[0][keep][:fetch], scores[0][keep][:fetch]))
         merged = merge(results, scale_quotas({r.source: 1.0 for r in results}, fetch), fetch, self.catalog.item_ids)
         rows = merged.rows
-        ruled = apply_rules(self.catalog, rows, -np.arange(len(rows), dtype=np.float64), k, as_of,
+        # reciprocal-rank fusion of the two neighbour lists (first in both: 2/60), as stage 1 fuses its sources
+        fused = np.zeros(len(rows), dtype=np.float64)
+        for ranks in merged.ranks.values():
+            fused += np.where(ranks >= 0, 1.0 / (RRF_K + np.maximum(ranks, 0)), 0.0)
+        order = np.argsort(-fused, kind="stable")
+        rows, fused = rows[order], fused[order]
+        ruled = apply_rules(self.catalog, rows, fused, k, as_of,
                             RulesConfig(freshness_weight=0.0, max_per_category=0, in_stock_only=self.rules.in_stock_only),
                             filters, exclude)  # fmt: skip
         return [

@@ -67,6 +67,8 @@ def test_similar(api, version, items):
     assert answer["version"] == version.version
     assert len(set(item_ids(answer))) == 8 and item not in item_ids(answer)
     assert set(item_ids(answer)) <= set(items.index)
+    scores = [entry["score"] for entry in answer["items"]]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= scores[0] <= 2 / 60  # fused reciprocal ranks
 
 
 def test_similar_unknown_item_is_404(api, version):
