@@ -74,8 +74,11 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
         print(f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}")
     for name, values in summary.get("ablation", {}).items():
         print(f"{name}: NDCG@10 {values['ndcg@10']:.4f}  (ablation: the same training without those features)")
-    best_peer = max(methods["als"]["ndcg@10"], methods["popularity"]["ndcg@10"])
-    print(f"two-stage / best single-stage peer NDCG@10: {methods['two_stage']['ndcg@10'] / best_peer:.2f}x")
+    gain = summary["two_stage_vs_best_peer"]
+    print(
+        f"two-stage / best single-stage peer ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
+        f"(95% interval over test users {gain['ci95'][0]:.2f}-{gain['ci95'][1]:.2f}x)"
+    )
     print(f"chosen candidate-set size K: {summary['k_candidates']}")
     registration = summary["registration"]
     print(f"model: {registration['model']} v{registration['version']} (champion: {registration['promoted']})")

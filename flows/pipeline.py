@@ -118,6 +118,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
         "stage1_recall": stage1["recall"],
         "methods": reranker["report"]["methods"],
         "ablation": reranker["report"].get("ablation", {}),
+        "two_stage_vs_best_peer": reranker["report"]["two_stage_vs_best_peer"],
         "k_candidates": reranker["report"]["k_candidates"],
         "report_path": reranker["report_path"],
         "registration": reranker["registration"],

@@ -104,6 +104,9 @@ def log_and_register(
         for source, by_k in report["stage1_recall_all_k"].items():
             mlflow.log_metrics({f"stage1_recall_{source}_at_{k}": v for k, v in by_k.items()})
         mlflow.log_metrics({f"two_stage_latency_{k}_ms": v for k, v in report["two_stage_latency_ms"].items()})
+        gain = report["two_stage_vs_best_peer"]
+        mlflow.log_metrics({"two_stage_vs_peer_ndcg_ratio": gain["ndcg@10_ratio"],
+                            "two_stage_vs_peer_ci95_low": gain["ci95"][0], "two_stage_vs_peer_ci95_high": gain["ci95"][1]})  # fmt: skip
         mlflow.log_table(evaluation_table(report), "evaluation_table.json")
         mlflow.log_dict(report, "evaluation.json")
         top = sorted(section["importance"].items(), key=lambda kv: -kv[1])[:25]

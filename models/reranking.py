@@ -27,6 +27,7 @@ from models.evaluation import (
 )
 from models.feature_store import apply_definitions, open_store
 from models.features import CATEGORICAL_FEATURES, FeatureContext, FeatureSpec, user_snapshots
+from models.metrics import paired_bootstrap_ratio, per_user
 from models.ranker import Ranker, RankerParams, RankingData, train_ranker
 from models.recommend import PointInTimeItemFeatures, Recommender
 from models.rules import NEUTRAL_RULES, Catalog
@@ -155,12 +156,17 @@ def evaluation_step(
     assert recommender.stage1.collaborative is not None
     popular = popularity_scores(split.history, catalog.item_ids)
     als = collaborative_scorer(recommender.stage1.collaborative, catalog.item_ids, history)
-    methods: dict[str, dict[str, float]] = {
-        "popularity": metrics_of(rank_by_scores(lambda _user: popular, catalog.item_ids, users), users),
-        "als": metrics_of(rank_by_scores(als, catalog.item_ids, users), users),
+    peer_rankings = {
+        "popularity": rank_by_scores(lambda _user: popular, catalog.item_ids, users),
+        "als": rank_by_scores(als, catalog.item_ids, users),
     }
+    methods: dict[str, dict[str, float]] = {name: metrics_of(r, users) for name, r in peer_rankings.items()}
     two_stage, latencies = rank_with_recommender(recommender, users)  # the service's own path, at the default K
     methods["two_stage"] = metrics_of(two_stage, users)
+    best_peer = max(peer_rankings, key=lambda name: methods[name]["ndcg@10"])
+    ratio, low, high = paired_bootstrap_ratio(
+        per_user(two_stage, users.relevant), per_user(peer_rankings[best_peer], users.relevant), seed=settings.seed
+    )
     rankers: dict[str, Ranker | None] = {"stage1": None, "two_stage": ranker}
     ablation_name = "two_stage_without_" + "_".join(ABLATION_GROUPS)
     if training_dir is not None and settings.ablation and dataset.items[C.PRICE].notna().any():
@@ -182,6 +188,7 @@ def evaluation_step(
         "users": len(users.users),
         "methods": methods,
         "shared_retrieval_agreement": float(np.mean(same)),
+        "two_stage_vs_best_peer": {"peer": best_peer, "ndcg@10_ratio": ratio, "ci95": [low, high]},
         "k_sweep": sizing,
         "ablation": ablation,
         "two_stage_latency_ms": {

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from models.artifacts import VersionStore, verify_version
@@ -61,5 +62,10 @@ def test_model_registered_with_champion_alias(published):
     assert str(version.version) == registration["version"] and registration["promoted"]
     run = mlflow.get_run(registration["run_id"])
     assert run.data.metrics["two_stage_ndcg_at_10"] == summary["methods"]["two_stage"]["ndcg@10"]
+    gain = summary["two_stage_vs_best_peer"]
+    assert gain["peer"] in {"als", "popularity"} and gain["ci95"][0] <= gain["ndcg@10_ratio"] <= gain["ci95"][1]
+    peer_ndcg = summary["methods"][gain["peer"]]["ndcg@10"]
+    assert gain["ndcg@10_ratio"] == pytest.approx(summary["methods"]["two_stage"]["ndcg@10"] / peer_ndcg)
+    assert run.data.metrics["two_stage_vs_peer_ndcg_ratio"] == pytest.approx(gain["ndcg@10_ratio"])
     artifacts = {a.path for a in MlflowClient().list_artifacts(registration["run_id"])}
     assert {"feature_importance.png", "ndcg_by_k.png", "evaluation.json", "evaluation_table.json"} <= artifacts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from models.metrics import average_precision_at_k, evaluate_rankings, ndcg_at_k, precision_at_k, recall_at_k
@@ -47,3 +48,21 @@ def test_undefined_without_relevant():
         ndcg_at_k(RANKED, set(), 5)
     with pytest.raises(ValueError):
         evaluate_rankings({}, {})
+
+
+def test_paired_bootstrap_ratio() -> None:
+    from models.metrics import paired_bootstrap_ratio, per_user
+
+    rng = np.random.default_rng(1)
+    baseline = rng.random(400)
+    ratio, low, high = paired_bootstrap_ratio(2 * baseline, baseline)
+    assert ratio == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    noisy = baseline + rng.normal(0, 0.3, 400)  # same mean in expectation: the interval must straddle 1
+    ratio, low, high = paired_bootstrap_ratio(noisy, baseline)
+    assert low < 1.0 < high and low < ratio < high
+    few = paired_bootstrap_ratio(noisy[:20], baseline[:20])
+    assert few[2] - few[1] > high - low  # fewer users, wider interval
+    with pytest.raises(ValueError, match="paired"):
+        paired_bootstrap_ratio(baseline, baseline[:10])
+    relevant = {"u1": {"a"}, "u2": {"b"}}
+    np.testing.assert_allclose(per_user({"u1": ["a", "x"], "u2": ["x"]}, relevant, "recall", 2), [1.0, 0.0])
