@@ -44,6 +44,7 @@ def report(ndcg: float, champion: float | None) -> dict:
         "dataset": "demo", "k_candidates": 100, "methods": methods, "stage1_recall_all_k": recall,
         "k_sweep": {"rows": [{"k_candidates": 100, "ndcg@10": ndcg}]}, "two_stage_latency_ms": {"p50": 1.0, "p99": 2.0},
         "champion_ndcg@10": champion,
+        "two_stage_vs_best_peer": {"peer": "als", "ndcg@10_ratio": 1.0, "ci95": [0.9, 1.1]},
     }  # fmt: skip
 
 
