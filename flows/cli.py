@@ -69,11 +69,14 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     print(
         "stage-1 recall (merged): " + ", ".join(f"@{k} {v:.3f}" for k, v in summary["stage1_recall"]["merged"].items())
     )
-    print(f"{'method':<12}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}")
+    conversions = all("conversion_ndcg@10" in values for values in methods.values())
+    print(f"{'method':<12}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}" + ("  NDCG@10 carts+purchases" * conversions))
     for name, values in methods.items():
-        print(f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}")
+        line = f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}"
+        print(line + (f"{values['conversion_ndcg@10']:>25.4f}" if conversions else ""))
     for name, values in summary.get("ablation", {}).items():
-        print(f"{name}: NDCG@10 {values['ndcg@10']:.4f}  (ablation: the same training without those features)")
+        extra = f", carts+purchases {values['conversion_ndcg@10']:.4f}" if "conversion_ndcg@10" in values else ""
+        print(f"{name}: NDCG@10 {values['ndcg@10']:.4f}{extra}  (ablation: the same training without those features)")
     gain = summary["two_stage_vs_best_peer"]
     print(
         f"two-stage / best single-stage peer ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "

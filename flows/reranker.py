@@ -137,7 +137,11 @@ def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:
     methods = {**report["methods"], **report.get("ablation", {})}
     return {
         "method": list(methods),
-        **{metric: [round(methods[m][metric], 4) for m in methods] for metric in ("ndcg@10", "recall@10", "map@10")},
+        **{
+            metric: [round(methods[m][metric], 4) for m in methods]
+            for metric in ("ndcg@10", "recall@10", "map@10", "conversion_ndcg@10")
+            if all(metric in methods[m] for m in methods)
+        },
     }
 
 

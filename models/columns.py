@@ -44,4 +44,6 @@ POSITIVE_RATING = 4.0
 """A rating at or above this is a positive (the shared evaluation protocol)."""
 
 POSITIVE_EVENTS: frozenset[str] = frozenset({CLICK, ADD_TO_CART, PURCHASE})
+CONVERSION_EVENTS: frozenset[str] = frozenset({ADD_TO_CART, PURCHASE})
+"""The positives that make money: evaluated on their own beside all positives (clicks mostly follow taste)."""
 """Event types that count as positives for implicit-feedback datasets (the demo catalog)."""

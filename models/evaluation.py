@@ -35,12 +35,15 @@ class EvaluationUsers:
     features: dict[str, dict]
     relevant: dict[str, set[str]]
     seen: dict[str, set[str]]
+    conversions: dict[str, set[str]]
+    """Per user with one, the held-out add-to-carts and purchases (empty for rating data)."""
 
 
 def evaluation_users(
     split: Split, user_features: Callable[[list[str], pd.Series], pd.DataFrame], max_users: int | None, seed: int
 ) -> EvaluationUsers:
     relevant = relevant_items(split)
+    converted = relevant_items(split, C.CONVERSION_EVENTS)
     users = sorted(relevant)
     if max_users is not None and len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(users, size=max_users, replace=False).tolist())
@@ -53,6 +56,7 @@ def evaluation_users(
         features={u: frame.loc[u].to_dict() for u in users},
         relevant={u: relevant[u] for u in users},
         seen={u: seen.get(u, set()) for u in users},
+        conversions={u: converted[u] for u in users if u in converted},
     )
 
 
@@ -106,7 +110,12 @@ def collaborative_scorer(
 
 
 def metrics_of(rankings: Mapping[str, Sequence[str]], users: EvaluationUsers, k: int = 10) -> dict[str, float]:
-    return evaluate_rankings(rankings, users.relevant, metrics=METRICS, ks=(k,))
+    """NDCG, recall and MAP at ``k`` over all positives, plus NDCG over add-to-carts and purchases alone
+    (``conversion_ndcg@k``, over the users who have one) when the data has them."""
+    metrics = evaluate_rankings(rankings, users.relevant, metrics=METRICS, ks=(k,))
+    if users.conversions:
+        metrics[f"conversion_ndcg@{k}"] = evaluate_rankings(rankings, users.conversions, ("ndcg",), (k,))[f"ndcg@{k}"]
+    return metrics
 
 
 @dataclass

@@ -12,7 +12,7 @@ Built once from the bundled weights and cached (nothing is downloaded):
 
 Plain dynamic int8 agrees with PyTorch only to cosine ~0.93 (per-tensor) or ~0.986 (per-channel) on short texts.
 The runtime needs only ``tokenizers`` and ``onnxruntime``; texts are sorted by length and padded per batch, and
-batches run concurrently on one-thread sessions calls.
+batches run concurrently, one thread each.
 """
 
 from __future__ import annotations

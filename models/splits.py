@@ -57,12 +57,14 @@ def is_positive(interactions: pd.DataFrame) -> pd.Series:
     return by_rating.where(rated, by_event).astype(bool)
 
 
-def relevant_items(split: Split) -> dict[str, set[str]]:
-    """Per user, the held-out positives not already seen in history (those are excluded from ranked lists).
+def relevant_items(split: Split, events: frozenset[str] | None = None) -> dict[str, set[str]]:
+    """Per user, the held-out positives not already seen in history (those are excluded from ranked lists);
+    with ``events``, only held-out interactions of those event types.
 
     Users without any such positive are absent, i.e. skipped by the evaluation.
     """
-    held = split.holdout[is_positive(split.holdout)]
+    keep = split.holdout[C.EVENT_TYPE].isin(events) if events is not None else is_positive(split.holdout)
+    held = split.holdout[keep]
     seen = set(zip(split.history[C.USER_ID], split.history[C.ITEM_ID], strict=True))
     relevant: dict[str, set[str]] = {}
     for user, item in zip(held[C.USER_ID], held[C.ITEM_ID], strict=True):

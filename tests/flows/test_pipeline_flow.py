@@ -24,7 +24,7 @@ def test_report_has_the_documented_shape(published):
     assert report["k_candidates"] in (50, 100, 200, 300, 500, 1000)
     assert set(report["methods"]) == {"popularity", "als", "stage1", "two_stage"}
     for values in report["methods"].values():
-        assert set(values) == {"ndcg@10", "recall@10", "map@10"}
+        assert set(values) == {"ndcg@10", "recall@10", "map@10", "conversion_ndcg@10"}  # demo: carts + purchases
         assert all(0.0 <= v <= 1.0 for v in values.values())
     assert set(report["stage1_recall"]) == {"collaborative", "graph", "popular", "semantic", "fresh", "merged"}
     assert set(report["stage1_recall"]["merged"]) == {"100", "500"}

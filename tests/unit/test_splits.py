@@ -69,6 +69,18 @@ def test_implicit_positives_by_event_type():
     assert is_positive(frame).tolist() == [False, True, True, True]
 
 
+def test_conversions_are_carts_and_purchases_not_seen_before():
+    # u: views on days 0-7, then (test) a click on q and a purchase of s; v: views of a-d, then (test) buys a again
+    u = [("u", item, day, C.VIEW) for day, item in enumerate(["p", "x1", "x2", "x3", "x4", "x5", "x6", "r"])]
+    u += [("u", "q", 8, C.CLICK), ("u", "s", 9, C.PURCHASE)]
+    v = [("v", item, day, C.VIEW) for day, item in enumerate("abcd")] + [("v", "a", 4, C.PURCHASE)]
+    rows = u + v
+    frame = timeline([(user, item, day, float("nan")) for user, item, day, _ in rows])
+    split = evaluation_split(frame.assign(**{C.EVENT_TYPE: [event for *_, event in rows]}))
+    assert relevant_items(split) == {"u": {"q", "s"}}
+    assert relevant_items(split, C.CONVERSION_EVENTS) == {"u": {"s"}}  # v's purchase was seen in train
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
 def test_fraction_must_be_a_proper_share(fraction: float):
     with pytest.raises(ValueError, match="holdout_fraction"):
