@@ -77,7 +77,11 @@ class Settings(BaseSettings):
     recall_max_users: int | None = Field(default=500, description="Cap on test users in the stage-1 Recall@K report.")
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
-    train_max_users: int | None = Field(default=2000, description="Cap on users in the re-ranker's training set.")
+    train_max_users: int | None = Field(
+        default=5000,
+        description="Cap on users in the re-ranker's training set (a sample when more have labels): building it costs "
+        "~16 ms per user here. On the demo catalog 2 000 users give two-stage 0.91x ALS, all 5 000 1.08x.",
+    )
     ranker_rounds: int = Field(default=400, gt=0)
     ranker_learning_rate: float = Field(default=0.03, gt=0)
     ranker_leaves: int = Field(default=15, gt=1)
