@@ -38,7 +38,7 @@ def _meminfo() -> dict[str, float]:
     return values
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return version(package)
     except PackageNotFoundError:
@@ -70,7 +70,7 @@ def describe_machine() -> dict[str, Any]:
         "ram_available_gib_at_start": mem.get("MemAvailable"),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "versions": {p: _version(p) for p in PACKAGES},
+        "versions": {p: package_version(p) for p in PACKAGES},
         "git": _git(),
         "load_start": load_reading(),
     }

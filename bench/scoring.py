@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import load_reading, log, ratio, timed_calls
+from bench.machine import package_version
 from bench.serving import CANDIDATES, ServingFixture
 
 GOAL_P99_MS = 3.0
@@ -60,8 +61,8 @@ def run_scoring(fixture: ServingFixture, repeats: int = 5) -> dict[str, Any]:
     matches = bool(max_diff <= MATCH_TOLERANCE)
     section: dict[str, Any] = {
         "available": True,
-        "version": _version("lleaves"),
-        "llvmlite": _version("llvmlite"),
+        "version": package_version("lleaves"),
+        "llvmlite": package_version("llvmlite"),
         "patched_for_llvmlite": patched,
         "compile_seconds": round(compile_seconds, 2),
         "max_abs_diff_vs_lightgbm": max_diff,
@@ -88,12 +89,3 @@ def run_scoring(fixture: ServingFixture, repeats: int = 5) -> dict[str, Any]:
         f"{l_wall['p50_ms']:.3f} ms p99 {l_wall['p99_ms']:.3f} ms, compile {compile_seconds:.1f} s, matches {matches}"
     )
     return out
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
