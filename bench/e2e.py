@@ -1,7 +1,7 @@
 """Section 5: end to end over HTTP against ``bentoml serve`` (scripts/serve.sh) on localhost.
 
-The load comes from a second process (``bench.loadgen``). Measured: fixed concurrency (8 in flight) after a
-warm-up. Baselines in the same run: the same requests one at a time (concurrency 1), and the in-process
+The load comes from a second process (``bench.loadgen``). Measured: fixed concurrency (2 in flight: one per
+core and server worker) after a warm-up, then 8 in flight as the saturation point. Baselines in the same run: the same requests one at a time (concurrency 1), and the in-process
 ``Runtime.recommend`` (online user features + ``Recommender.recommend``) without HTTP, measured before the server
 starts so the two never share the CPU. The stage budget comes from the responses' ``timings_ms``; HTTP overhead
 is client latency minus the sum of the stages, per request.
