@@ -38,7 +38,7 @@ serve: setup ## serve the published version with `bentoml serve` on http://127.0
 
 bento: setup ## pack the published version as the model recsys-state and build the bento
 	export BENTOML_HOME=$${BENTOML_HOME:-$(abspath $(STATE))/bentoml}; \
-	$(PY) -m serving.package && $(VENV)/bin/bentoml build -f serving/bentofile.yaml .
+	$(PY) -m flows.package && $(VENV)/bin/bentoml build -f serving/bentofile.yaml .
 
 ui: setup ## Prefect UI on :4200 and MLflow UI on :5000 over the state folder (Ctrl-C stops both)
 	bash scripts/ui.sh

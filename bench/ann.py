@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.common import load_reading, log, ratio, timed_calls
 from bench.synthetic import ClusteredSphere, MixtureSpec, describe_geometry
-from models.indexes import VectorIndex, ann_recall, choose_factory, exact_search, search_param_name
+from models.retrieval.indexes import VectorIndex, ann_recall, choose_factory, exact_search, search_param_name
 
 K = 500
 TARGET_RECALL = 0.95

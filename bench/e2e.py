@@ -46,7 +46,7 @@ def in_process_baseline(state_dir: Path, users: list[str], repeats: int = 2) -> 
     """``Runtime.recommend`` as the service calls it, one thread, no HTTP."""
     import faiss
 
-    from models.rules import Filters
+    from models.ranking.rules import Filters
     from serving.runtime import Runtime
 
     faiss.omp_set_num_threads(1)

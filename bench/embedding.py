@@ -22,9 +22,9 @@ BATCH_SIZE = 64
 
 
 def demo_texts(n: int, seed: int = 42) -> tuple[list[str], list[str]]:
-    from models import columns as C
-    from models.demo_catalog import generate_demo_catalog
-    from models.embeddings import item_texts
+    from models.data import columns as C
+    from models.data.demo_catalog import generate_demo_catalog
+    from models.text.model import item_texts
 
     items = generate_demo_catalog(n_items=n, n_users=200, n_interactions=5_000, seed=seed).items
     return item_texts(items), items[C.TITLE].astype(str).tolist()
@@ -33,7 +33,7 @@ def demo_texts(n: int, seed: int = 42) -> tuple[list[str], list[str]]:
 def run_embedding(
     texts: int = 2000, queries: int = 100, repeats: int = 3, threads: int = 2, cache_dir: Path | None = None
 ) -> dict[str, Any]:
-    from models.embeddings import make_encoder
+    from models.text.encoders import make_encoder
 
     corpus, titles = demo_texts(texts)
     query_texts = titles[:queries]
@@ -128,9 +128,9 @@ def run_embedding(
 def movielens_texts(limit: int = 3000) -> list[str]:
     """Item texts (title + genres) of the first ``limit`` MovieLens ml-latest-small movies, the corpus of the
     issue's reference figure (348 texts/s for torch); empty when the data is absent."""
-    from models.embeddings import item_texts
-    from models.movielens import load_movielens
+    from models.data.movielens import load_movielens
     from models.settings import PROJECT_ROOT
+    from models.text.model import item_texts
 
     folder = Path(os.environ.get("RECSYS_MOVIELENS_DIR", PROJECT_ROOT.parent / "shared" / "data" / "ml-latest-small"))
     if not (folder / "movies.csv").exists():

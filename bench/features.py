@@ -14,8 +14,8 @@ import numpy as np
 
 from bench.common import load_reading, log, ratio, timed_calls
 from bench.serving import CANDIDATES, Prepared, ServingFixture
-from models.feature_store import online_item_features
-from models.features import ItemBlock
+from models.features.assembly import ItemBlock
+from models.features.store import online_item_features
 
 GOAL_P99_MS = 2.0
 

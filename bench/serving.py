@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from bench.common import log
-from models.bundle import load_recommender
-from models.feature_store import online_user_features, open_store
-from models.recommend import Recommender, Request, Retrieval
-from models.rules import RulesConfig
+from models.features.store import online_user_features, open_store
+from models.ranking.rules import RulesConfig
+from models.recommender.bundle import load_recommender
+from models.recommender.recommender import Recommender
+from models.recommender.request import Request, Retrieval
 from models.settings import Settings
 
 CANDIDATES = 500
@@ -73,7 +74,7 @@ def load_fixture(version_dir: Path, users: int, seed: int = 11) -> ServingFixtur
     state_dir = version_dir.parent.parent
     settings = Settings(state_dir=state_dir)
     started = time.perf_counter()
-    recommender, manifest = load_recommender(version_dir, RulesConfig())
+    recommender, manifest = load_recommender(version_dir, RulesConfig.from_settings(Settings()))
     store = open_store(settings, manifest["features"]["store"]["dataset"])
     load_seconds = time.perf_counter() - started
     recommender.k_candidates = CANDIDATES  # the published K is what the sweep chose; the goal is stated at 500

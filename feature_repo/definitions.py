@@ -5,8 +5,9 @@
 - ``user_history_v1``: what stage 1 queries with at serving time (recent positives with times, items seen); a
   view of its own so point-in-time training joins never carry these long lists.
 
-``build_definitions`` makes them for any state folder (tests build throw-away stores with it); the module-level
-objects serve the ``feast`` CLI run in this folder: the demo dataset's store in the default state folder.
+``build_definitions`` makes them for any state folder: the pipeline (flows) applies them to each dataset's store,
+tests build throw-away stores with it. The module-level objects serve the ``feast`` CLI run in this folder: the
+demo dataset's store in the default state folder, as ``feature_store.yaml`` names it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float32, Float64, String
 
-from models import columns as C
-from models.features import (
+from models.data import columns as C
+from models.features.spec import (
     EVENT_TIMESTAMP,
+    FEATURE_SERVICE,
+    HISTORY_SERVICE,
+    HISTORY_VIEW,
     ITEM_CATEGORICAL,
     ITEM_NUMERIC,
+    ITEM_VIEW,
     USER_CATEGORICAL,
     USER_NUMERIC,
     USER_RECENT_ITEMS,
@@ -29,15 +34,10 @@ from models.features import (
     USER_SEEN_ITEMS,
     USER_TOP_CATEGORIES,
     USER_TOP_SHARES,
+    USER_VIEW,
     user_categorical_name,
 )
-from models.settings import Settings
 
-FEATURE_SERVICE = "ranker_v1"
-HISTORY_SERVICE = "user_history_v1"
-USER_VIEW = "user_features"
-HISTORY_VIEW = "user_history"
-ITEM_VIEW = "item_features"
 FOREVER = timedelta(0)  # Feast: a ttl of 0 never expires a snapshot
 
 
@@ -94,5 +94,7 @@ def build_definitions(feature_data_dir: Path) -> list:
     return [user, item, *sources.values(), user_view, history_view, item_view, ranker, history]
 
 
+CLI_DATA_DIR = Path(__file__).resolve().parents[1] / ".state" / "feast" / "demo" / "data"
+"""The demo store's snapshots in the default state folder (the pipeline passes each dataset's own folder)."""
 (user, item, user_features_snapshots, user_history_snapshots, item_features_snapshots, user_features, user_history,
- item_features, ranker_v1, user_history_v1) = build_definitions(Settings().feast_dir / "demo" / "data")  # fmt: skip
+ item_features, ranker_v1, user_history_v1) = build_definitions(CLI_DATA_DIR)  # fmt: skip

@@ -9,37 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from models.contract import Dataset, DataValidationError
-from models.data_io import load_files, save_dataset
-from models.demo_catalog import generate_demo_catalog
-from models.movielens import load_movielens
+from models.data.contract import DataValidationError
+from models.data.datasets import DATASET_KINDS, load_dataset
+from models.data.tables import save_dataset
 from models.settings import Settings
-
-DATASETS = ("demo", "movielens", "files")
-
-
-def load_source_dataset(kind: str, settings: Settings, data_dir: Path | None) -> Dataset:
-    """The dataset named by ``kind``: the generated demo catalog, MovieLens, or files in the contract layout."""
-    if kind == "demo":
-        return generate_demo_catalog(
-            n_items=settings.demo_items,
-            n_users=settings.demo_users,
-            n_interactions=settings.demo_interactions,
-            seed=settings.seed,
-        )
-    if data_dir is None:
-        raise SystemExit(f"--data-dir is required for --dataset {kind}")
-    if kind == "movielens":
-        return load_movielens(data_dir)
-    return load_files(data_dir)
 
 
 def command_data(args: argparse.Namespace, settings: Settings) -> int:
     """Load or generate a dataset, validate it, write it under the state folder and print its summary."""
     started = time.perf_counter()
     try:
-        dataset = load_source_dataset(args.dataset, settings, args.data_dir)
-    except DataValidationError as error:
+        dataset = load_dataset(args.dataset, settings, args.data_dir)
+    except (DataValidationError, ValueError, FileNotFoundError) as error:
         print(error, file=sys.stderr)
         return 2
     folder = save_dataset(dataset, settings.dataset_dir(dataset.name))
@@ -98,11 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="generate or load a dataset, validate it, save it, print a summary")
-    data.add_argument("--dataset", choices=DATASETS, default="demo")
+    data.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
     data.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
     data.set_defaults(handler=command_data)
     pipeline = commands.add_parser("pipeline", help="run the whole pipeline flow and publish a version")
-    pipeline.add_argument("--dataset", choices=DATASETS, default="demo")
+    pipeline.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
     pipeline.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
     pipeline.set_defaults(handler=command_pipeline)
     return parser

@@ -42,8 +42,8 @@ def code_fingerprint() -> str:
     """sha256 over the library and feature definitions: any change there invalidates cached step outputs."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted([*root.glob("models/*.py"), *root.glob("feature_repo/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted([*root.glob("models/**/*.py"), *root.glob("feature_repo/**/*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -12,20 +12,21 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
+from feature_repo.definitions import build_definitions
 from flows.common import CACHED, IO_RETRIES, code_fingerprint, slug, work_dir, work_key
-from models.bundle import serving_snapshot
-from models.data_io import load_saved_dataset
-from models.feature_store import (
-    ITEM_VIEW,
+from flows.tracking import configure_mlflow
+from models.data.tables import load_saved_dataset
+from models.features.snapshots import serving_snapshots
+from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE, ITEM_NUMERIC, ITEM_VIEW, USER_NUMERIC
+from models.features.store import (
     append_snapshots,
     append_user_snapshots,
-    apply_definitions,
+    feature_data_dir,
     materialize,
     open_store,
 )
-from models.features import EVENT_TIMESTAMP, ITEM_NUMERIC, USER_NUMERIC
+from models.files import write_json, write_parquet
 from models.settings import Settings
-from models.tracking import configure_mlflow
 
 SNAPSHOT_FILE = "snapshot.json"
 
@@ -36,12 +37,9 @@ def compute_serving_snapshots(dataset_dir: str, fingerprint: str, code: str, ent
     out = work_dir(settings, "features", work_key(fingerprint, code))
     path = out / f"{entity}_features.parquet"
     if not path.exists():
-        frame, at = serving_snapshot(load_saved_dataset(Path(dataset_dir)), entity)
-        out.mkdir(parents=True, exist_ok=True)
-        staging = path.with_suffix(".tmp.parquet")
-        frame.to_parquet(staging, index=False)
-        staging.rename(path)
-        (out / SNAPSHOT_FILE).write_text(json.dumps({"snapshot_time": at.isoformat()}))
+        frame, at = serving_snapshots(load_saved_dataset(Path(dataset_dir)), entity)
+        write_parquet(frame, path)
+        write_json({"snapshot_time": at.isoformat()}, out / SNAPSHOT_FILE)
     return str(out)
 
 
@@ -54,9 +52,14 @@ def write_offline_store(snapshot_dir: str, dataset: str, settings: Settings) -> 
     }
 
 
+def apply_definitions(dataset: str, settings: Settings) -> None:
+    """Register the feature repository's entities, views and services in the dataset's store (idempotent)."""
+    open_store(settings, dataset).apply(build_definitions(feature_data_dir(settings, dataset)))
+
+
 @task(**IO_RETRIES)
 def apply_feature_repo(dataset: str, settings: Settings) -> None:
-    apply_definitions(open_store(settings, dataset), settings, dataset)
+    apply_definitions(dataset, settings)
 
 
 @task(**IO_RETRIES)
@@ -82,7 +85,7 @@ def log_feature_stats(snapshot_dir: str, counts: dict[str, int], freshness: dict
     items = pd.read_parquet(Path(snapshot_dir) / "item_features.parquet")
     with mlflow.start_run(run_name="features") as run:
         mlflow.set_tags({"stage": "features", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
-        mlflow.log_params({"online_store": settings.online_store, "feature_service": "ranker_v1",
+        mlflow.log_params({"online_store": settings.online_store, "feature_service": FEATURE_SERVICE,
                            "snapshot_time": freshness["snapshot_time"]})  # fmt: skip
         mlflow.log_metrics({f"offline_{k}": v for k, v in counts.items()})
         mlflow.log_metrics({"serving_users": len(users), "serving_items": len(items)})

@@ -6,6 +6,7 @@ served version only after the new one loads and serves, so a failed run leaves t
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -15,29 +16,33 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import IO_RETRIES, link_tree
-from flows.features import features_flow
+from flows.features import SNAPSHOT_FILE, features_flow
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
 from flows.stage1 import SECTION_FILE, fingerprint_dataset, stage1_flow
-from models.artifacts import VersionStore
-from models.bundle import smoke_test
-from models.data_io import save_dataset
-from models.reranking import RANKER_SECTION, SPEC_FILE
+from models.data.datasets import load_dataset
+from models.data.tables import save_dataset
+from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
+from models.ranking.rules import RulesConfig
+from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, smoke_test
+from models.recommender.versions import VersionStore
 from models.settings import Settings
+from models.training.steps import RANKER_SECTION, SPEC_FILE
 
 
 @task(**IO_RETRIES)
 def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
     """Load (or generate) and validate the dataset; nothing is written when validation fails."""
-    from flows.cli import load_source_dataset  # the CLI owns the dataset kinds
-
-    dataset = load_source_dataset(kind, settings, Path(data_dir) if data_dir else None)
+    dataset = load_dataset(kind, settings, Path(data_dir) if data_dir else None)
     return str(save_dataset(dataset, settings.dataset_dir(dataset.name)))
 
 
 @task
-def publish_version(stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any], fingerprint: str,
-                    dataset: str, settings: Settings) -> str:  # fmt: skip
+def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any],
+                    fingerprint: str, settings: Settings) -> str:  # fmt: skip
+    """Assemble the version folder (stage 1, item table and catalogue, ranker), then publish it after its smoke test
+    passed; the version being served is untouched until then."""
+    dataset = Path(dataset_dir).name
     store = VersionStore(settings.versions_dir)
     store.clean_staging()
     builder = store.start()
@@ -45,14 +50,15 @@ def publish_version(stage1_dir: str, snapshot_dir: str, ranker_dir: str, report:
         link_tree(Path(stage1_dir), builder.path / "stage1")
         (builder.path / "stage1" / SECTION_FILE).unlink()
         builder.add_section("stage1", json.loads((Path(stage1_dir) / SECTION_FILE).read_text()))
-        features = builder.path / "features"
-        features.mkdir()
+        (builder.path / "features").mkdir()
         items = pd.read_parquet(Path(snapshot_dir) / "item_features.parquet")
-        items.drop(columns=["event_timestamp"]).to_parquet(features / "item_features.parquet", index=False)
+        items.drop(columns=[EVENT_TIMESTAMP]).to_parquet(builder.path / ITEM_TABLE, index=False)
+        catalog = pd.read_parquet(Path(dataset_dir) / "items.parquet", columns=list(CATALOG_COLUMNS))  # validated
+        catalog.to_parquet(builder.path / CATALOG_TABLE, index=False)
         spec = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())
-        snapshot = json.loads((Path(snapshot_dir) / "snapshot.json").read_text())
-        builder.add_section("features", {"item_table": "features/item_features.parquet", "spec": spec,
-                                         "feature_service": "ranker_v1", "snapshot_time": snapshot["snapshot_time"],
+        snapshot = json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())
+        builder.add_section("features", {"item_table": ITEM_TABLE, "catalog": CATALOG_TABLE, "spec": spec,
+                                         "feature_service": FEATURE_SERVICE, "snapshot_time": snapshot["snapshot_time"],
                                          "store": {"dataset": dataset, "online_store": settings.online_store}})  # fmt: skip
         (builder.path / "ranker").mkdir()
         (builder.path / "ranker" / "ranker.txt").hardlink_to(Path(ranker_dir) / "ranker.txt")
@@ -61,7 +67,8 @@ def publish_version(stage1_dir: str, snapshot_dir: str, ranker_dir: str, report:
         builder.add_section("k_candidates", int(report["k_candidates"]))
         builder.add_section("evaluation", {"methods": report["methods"], "stage1_recall": report["stage1_recall"]})
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
-        return str(store.publish(builder, extra, check=smoke_test))
+        check = functools.partial(smoke_test, rules=RulesConfig.from_settings(settings))
+        return str(store.publish(builder, extra, check=check))
     except BaseException:
         store.discard(builder)
         raise
@@ -72,7 +79,7 @@ def build_bento(version: str, settings: Settings) -> str:
     """Pack the just-published version as the model ``recsys-state`` and build the bento that serves it."""
     import bentoml  # BENTOML_HOME is set by the entry point (flows/runtime.py) before this import
 
-    from serving.package import export_state_model
+    from flows.package import export_state_model
 
     export_state_model(settings)
     root = Path(__file__).resolve().parents[1]
@@ -102,8 +109,8 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
     timings["reranker"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    version = publish_version(stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
-                              reranker["report"], fingerprint, Path(dataset_dir).name, settings)  # fmt: skip
+    version = publish_version(dataset_dir, stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
+                              reranker["report"], fingerprint, settings)  # fmt: skip
     timings["publish"] = time.perf_counter() - started
     bento = None
     if settings.build_bento:

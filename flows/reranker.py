@@ -16,11 +16,14 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, settings_key, slug, work_dir, work_key
-from models.data_io import load_saved_dataset
-from models.ranker import Ranker
-from models.reranking import SPEC_FILE, evaluation_step, load_ranker, train_step, training_step
+from flows.features import apply_definitions
+from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure
+from models.data.tables import load_saved_dataset
+from models.evaluation.offline import evaluation_step
+from models.files import write_json
+from models.ranking.ranker import Ranker
 from models.settings import Settings
-from models.tracking import configure_mlflow, figure_bar, figure_lines, log_figure
+from models.training.steps import SPEC_FILE, load_ranker, train_step, training_step
 
 RERANKER_SETTINGS = (
     "seed", "test_fraction", "label_fraction", "candidates_k", "train_max_users", "ranker_rounds",
@@ -43,8 +46,10 @@ def build_training_set(
 ) -> str:
     out = work_dir(settings, "training_set", work_key(fingerprint, Path(vectors_path).name, config))
     if not (out / DONE).exists():
-        stats = training_step(load_saved_dataset(Path(dataset_dir)), np.load(vectors_path), settings, out)
-        (out / DONE).write_text(json.dumps(stats))
+        dataset = load_saved_dataset(Path(dataset_dir))
+        apply_definitions(dataset.name, settings)
+        stats = training_step(dataset, np.load(vectors_path), settings, out)
+        write_json(stats, out / DONE)
     return str(out)
 
 
@@ -53,7 +58,7 @@ def train_reranker(training_dir: str, config: dict[str, Any], settings: Settings
     out = work_dir(settings, "ranker", work_key(Path(training_dir).name, config))
     if not (out / DONE).exists():
         section = train_step(Path(training_dir), settings, out)
-        (out / DONE).write_text(json.dumps({"best_iteration": section["best_iteration"]}))
+        write_json({"best_iteration": section["best_iteration"]}, out / DONE)
     return str(out)
 
 
@@ -152,7 +157,7 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
     public = {k: report[k] for k in ("dataset", "k_candidates", "methods", "stage1_recall")}
     extra = {k: v for k, v in report.items() if k not in public}
     path = folder / "evaluation.json"
-    path.write_text(json.dumps({**public, "details": extra}, indent=2) + "\n")
+    write_json({**public, "details": extra}, path)
     return path
 
 

@@ -14,22 +14,17 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, IO_RETRIES, link_tree, settings_key, slug, work_dir, work_key
-from models import columns as C
-from models.artifacts import VersionStore
-from models.data_io import dataset_fingerprint, load_saved_dataset
-from models.embeddings import (
-    EmbeddingCache,
-    embed_item_range,
-    embed_items_to_file,
-    encoder_name,
-    make_encoder,
-    read_item_texts,
-    save_vectors,
-    texts_digest,
-)
+from flows.tracking import configure_mlflow, flat_metrics, log_figure, recall_curve_figure
+from models.data import columns as C
+from models.data.tables import dataset_fingerprint, load_saved_dataset
+from models.evaluation.recall import RECALL_KS, evaluate_stage1_step
+from models.files import write_json, write_npy
+from models.recommender.versions import VersionStore
+from models.retrieval.stage1 import build_stage1_step
 from models.settings import Settings
-from models.stage1 import RECALL_KS, build_stage1_step, evaluate_stage1_step
-from models.tracking import configure_mlflow, flat_metrics, log_figure, recall_curve_figure
+from models.text.cache import EmbeddingCache, embed_item_range, embed_items_to_file, read_item_texts, texts_digest
+from models.text.encoders import make_encoder
+from models.text.model import encoder_name
 
 STAGE1_SETTINGS = (
     "seed", "test_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
@@ -65,7 +60,7 @@ def embed_item_shard(
     vectors = embed_item_range(Path(dataset_dir) / "items.parquet", start, stop, encoder, cache,
                                settings.embedding_batch_size)  # fmt: skip
     return str(
-        save_vectors(vectors, settings.work_dir / "embeddings" / "shards" / f"{fingerprint[:16]}-{start}-{stop}.npy")
+        write_npy(vectors, settings.work_dir / "embeddings" / "shards" / f"{fingerprint[:16]}-{start}-{stop}.npy")
     )
 
 
@@ -74,7 +69,7 @@ def join_embedding_shards(dataset_dir: str, shard_paths: list[str], backend: str
     texts = read_item_texts(Path(dataset_dir) / "items.parquet")
     path = settings.work_dir / "embeddings" / f"{texts_digest(encoder_name(backend), texts)}.npy"
     if not path.exists():
-        save_vectors(np.vstack([np.load(p) for p in shard_paths]), path)
+        write_npy(np.vstack([np.load(p) for p in shard_paths]), path)
     return str(path)
 
 
@@ -109,7 +104,7 @@ def build_stage1(
     if not (out / SECTION_FILE).exists():
         shutil.rmtree(out, ignore_errors=True)
         section = build_stage1_step(load_saved_dataset(Path(dataset_dir)), np.load(vectors_path), settings, out)
-        (out / SECTION_FILE).write_text(json.dumps(section, indent=2))
+        write_json(section, out / SECTION_FILE)
     return str(out)
 
 

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         description="Share of the candidate list reserved for a source's best items before fusion fills the rest.",
     )
     graph_top_m: int = Field(default=200, gt=0, description="Neighbours kept per item in the RP3beta graph table.")
+    graph_beta: float = Field(default=0.5, ge=0, description="RP3beta popularity penalty exponent.")
+    graph_recent: int = Field(default=50, gt=0, description="Recent items of the user the graph source walks from.")
+    graph_decay: float = Field(
+        default=100.0,
+        gt=0,
+        description="Weight exp(-rank/decay) of the user's n-th most recent item in the graph query.",
+    )
     availability_grace_days: float = Field(
         default=0.0, ge=0, description="Items launched up to this long after the query time still count as available."
     )
@@ -87,6 +94,9 @@ class Settings(BaseSettings):
     ranker_leaves: int = Field(default=15, gt=1)
     ranker_min_data_in_leaf: int = Field(default=100, gt=0)
     ranker_early_stopping: int = Field(default=60, gt=0)
+    ranker_feature_fraction: float = Field(default=0.7, gt=0, le=1)
+    ranker_bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    ranker_lambda_l2: float = Field(default=10.0, ge=0)
     ranker_valid_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
     )
@@ -98,6 +108,15 @@ class Settings(BaseSettings):
     )
     build_bento: bool = Field(default=True, description="End the pipeline by building the bento of the new version.")
     registered_model: str = Field(default="reranker", description="MLflow registered model name (demo dataset).")
+
+    rules_in_stock_only: bool = Field(default=True, description="Served lists hold only items in stock.")
+    rules_freshness_weight: float = Field(
+        default=0.1, ge=0, description="Served lists: boost of a brand-new item, in standard deviations of the scores."
+    )
+    rules_freshness_half_life_days: float = Field(default=14.0, gt=0, description="Half-life of the freshness boost.")
+    rules_max_per_category: float = Field(
+        default=0.5, ge=0, description="Served lists: cap per category, a share of k (<= 1) or a count (> 1); 0: off."
+    )
 
     reload_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often the service checks for a new version."

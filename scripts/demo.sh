@@ -18,7 +18,7 @@ for _ in $(seq 1 120); do
     sleep 1
 done
 user=$(.venv/bin/python -c "
-from models.settings import Settings; from models.data_io import load_saved_dataset
+from models.settings import Settings; from models.data.tables import load_saved_dataset
 print(load_saved_dataset(Settings().dataset_dir('demo')).interactions['user_id'].iloc[-1])")
 request="curl -s -X POST http://127.0.0.1:$port/recommend -H 'Content-Type: application/json' -d '{\"user_id\": \"$user\", \"k\": 5}'"
 echo

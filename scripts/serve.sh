@@ -15,6 +15,7 @@ port="${PORT:-3000}"
 # one worker process per core (each holds the version in memory); a /reload call reaches one of them, the others
 # switch within the watcher's poll interval
 export RECSYS_SERVE_WORKERS="${RECSYS_SERVE_WORKERS:-$(nproc)}"
+export BENTOML_CONFIG_OPTIONS="services.recsys.workers=$RECSYS_SERVE_WORKERS ${BENTOML_CONFIG_OPTIONS:-}"
 
 if [[ ! -e "$state_dir/versions/current" ]]; then
     echo "serve.sh: no published version under $state_dir/versions (run the pipeline first: recsys pipeline)" >&2

@@ -15,13 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.artifacts import ArtifactError, VersionStore
-from models.bundle import load_recommender
-from models.embeddings import TextEncoder, make_encoder
-from models.feature_store import FEATURE_SERVICE, HISTORY_SERVICE, online_user_row, open_store, user_feature_refs
-from models.recommend import Recommender, Request, Result
-from models.rules import Filters, RulesConfig
+from models.features.spec import FEATURE_SERVICE, HISTORY_SERVICE
+from models.features.store import online_user_row, open_store, user_feature_refs
+from models.files import ArtifactError
+from models.ranking.rules import Filters, RulesConfig
+from models.recommender.bundle import load_recommender
+from models.recommender.recommender import Recommender
+from models.recommender.request import Request, Result
+from models.recommender.versions import VersionStore
 from models.settings import Settings
+from models.text.encoders import make_encoder
+from models.text.model import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,8 @@ class Runtime:
     """Holds the current version and swaps in a new one only after it loaded and passed its checks."""
 
     settings: Settings
-    rules: RulesConfig = field(default_factory=RulesConfig)
+    rules: RulesConfig = field(init=False)
+    """Business rules of served lists, from the settings."""
     encoder: TextEncoder | None = None
     loaded: Loaded | None = None
     last_reload_error: str | None = None
@@ -74,6 +79,9 @@ class Runtime:
     _store_down_until: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.rules = RulesConfig.from_settings(self.settings)
 
     def start(self, load_encoder: bool = True) -> None:
         if load_encoder and self.encoder is None:

@@ -7,28 +7,21 @@ delegates every request to ``Recommender.recommend``, and swaps to a newly publi
 
 from __future__ import annotations
 
-import logging
 import os
-from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException, NotFound
+from bentoml.exceptions import NotFound
 from pydantic import BaseModel, Field
 
-from models.artifacts import ArtifactError
-from models.recommend import Result
-from models.rules import Filters
+from models.files import ArtifactError
+from models.ranking.rules import Filters
+from models.recommender.request import Result
+from models.recommender.versions import STATE_MODEL
 from models.settings import Settings
 from serving.middleware import ValidationErrorsAs422
 from serving.runtime import Runtime
-
-log = logging.getLogger(__name__)
-
-
-class ServiceUnavailable(BentoMLException):
-    error_code = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class Context(BaseModel):
@@ -72,9 +65,6 @@ K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
 ID = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-STATE_MODEL = "recsys-state"
-
-
 def _settings() -> Settings:
     """From source: ``Settings()`` (RECSYS_* environment). From a built bento: the state folder it carries as the
     model ``recsys-state`` (serving/package.py), unless RECSYS_STATE_DIR points elsewhere."""
@@ -96,7 +86,7 @@ def _threads() -> None:
     torch.set_num_threads(1)
 
 
-@bentoml.service(name="recsys", traffic={"timeout": 30}, workers=int(os.environ.get("RECSYS_SERVE_WORKERS", "1")))
+@bentoml.service(name="recsys", traffic={"timeout": 30})  # workers: scripts/serve.sh sets them per machine
 class RecSys:
     def __init__(self) -> None:
         _threads()

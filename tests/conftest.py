@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from models.data_io import save_dataset
-from models.demo_catalog import generate_demo_catalog
+from models.data.demo_catalog import generate_demo_catalog
+from models.data.tables import save_dataset
 from models.settings import PROJECT_ROOT, Settings
 
 MOVIELENS_SMALL = Path(

@@ -10,11 +10,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from models.artifacts import VersionStore, verify_version
-from models.bundle import load_recommender
-from models.recommend import Request
-from models.rules import RulesConfig
-from models.tracking import tracking_uri
+from flows.tracking import tracking_uri
+from models.ranking.rules import RulesConfig
+from models.recommender.bundle import load_recommender
+from models.recommender.request import Request
+from models.recommender.versions import VersionStore, verify_version
 
 
 def test_report_has_the_documented_shape(published):
@@ -47,7 +47,7 @@ def test_published_version_is_complete_and_serves(published):
     assert manifest["k_candidates"] == summary["k_candidates"]
     assert manifest["features"]["feature_service"] == "ranker_v1"
     assert manifest["ranker"]["feature_names"] == manifest["features"]["spec"]["names"]
-    recommender, _ = load_recommender(current, RulesConfig())
+    recommender, _ = load_recommender(current, RulesConfig.from_settings(settings))
     user = str(recommender.stage1.collaborative.user_ids[0])
     result = recommender.recommend(Request(user_id=user, k=10, as_of=manifest["stage1"]["as_of"]), None)
     assert len(result.items) == 10 and result.fallback

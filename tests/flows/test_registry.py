@@ -10,12 +10,12 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from flows.reranker import DONE, champion_ranker, log_and_register
-from models import columns as C
-from models.features import CATEGORICAL_FEATURES, FeatureSpec
-from models.ranker import RankerParams, RankingData, train_ranker
-from models.reranking import RANKER_SECTION, SPEC_FILE
+from flows.tracking import configure_mlflow
+from models.data import columns as C
+from models.features.spec import CATEGORICAL_FEATURES, FeatureSpec
+from models.ranking.ranker import RankerParams, RankingData, train_ranker
 from models.settings import Settings
-from models.tracking import configure_mlflow
+from models.training.steps import RANKER_SECTION, SPEC_FILE
 
 
 def tiny_ranker_dir(folder: Path, spec: FeatureSpec, seed: int) -> Path:
@@ -26,7 +26,9 @@ def tiny_ranker_dir(folder: Path, spec: FeatureSpec, seed: int) -> Path:
         features[:, spec.names.index(column)] = rng.integers(0, 3, size=400)
     labels = (features[:, 0] > 1).astype(int)
     data = RankingData(features, labels, np.full(20, 20), np.array([f"u{i}" for i in range(20)]))
-    params = RankerParams(num_boost_round=5, min_data_in_leaf=5, early_stopping_rounds=5, threads=1)
+    params = RankerParams.from_settings(
+        Settings(ranker_rounds=5, ranker_min_data_in_leaf=5, ranker_early_stopping=5, threads=1)
+    )
     ranker = train_ranker(data, data, spec.names, CATEGORICAL_FEATURES, params)
     section = ranker.save(folder)
     section.update({"valid_ndcg@10": 0.5, "importance": ranker.importance()})

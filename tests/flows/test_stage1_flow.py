@@ -10,10 +10,10 @@ import mlflow
 import pytest
 
 from flows.stage1 import stage1_flow
-from models.artifacts import VersionStore, verify_version
-from models.candidates import UserQuery
-from models.stage1 import load_stage1
-from models.tracking import tracking_uri
+from flows.tracking import tracking_uri
+from models.recommender.versions import VersionStore, verify_version
+from models.retrieval.sources import UserQuery
+from models.retrieval.stage1 import load_stage1
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from bentoml._internal.models import ModelStore
 
+from flows.package import export_state_model
+from models.recommender.versions import STATE_MODEL
 from models.settings import PROJECT_ROOT
-from serving.package import STATE_MODEL, export_state_model
 from tests.integration.processes import stop, wait_until_ready
 from tests.serving.support import free_port
 

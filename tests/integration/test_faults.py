@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import columns as C
-from models.artifacts import ArtifactError, VersionStore, verify_version
-from models.bundle import load_recommender
-from models.contract import DataValidationError
-from models.feature_store import append_snapshots, append_user_snapshots, materialize, online_user_features, open_store
-from models.rules import Filters, RulesConfig
+from models.data import columns as C
+from models.data.contract import DataValidationError
+from models.features.store import append_snapshots, append_user_snapshots, materialize, online_user_features, open_store
+from models.files import ArtifactError
+from models.ranking.rules import Filters, RulesConfig
+from models.recommender.bundle import load_recommender
+from models.recommender.versions import VersionStore, verify_version
 from models.settings import Settings
 from serving.runtime import Runtime
 from tests.serving.support import copy_serving_state, free_port
@@ -71,9 +72,9 @@ def redis_state(version, tmp_path: Path, redis_url: str) -> Settings:
 
 def test_redis_online_store_round_trip(redis_server, tmp_path: Path):
     """Feast's Redis online store serves what was materialised, as SQLite does."""
-    from models.demo_catalog import generate_demo_catalog
-    from models.feature_store import apply_definitions
-    from models.features import FeatureContext, item_snapshots, user_snapshots
+    from flows.features import apply_definitions
+    from models.data.demo_catalog import generate_demo_catalog
+    from models.features.snapshots import FeatureContext, item_snapshots, user_snapshots
 
     url, _ = redis_server
     settings = Settings(state_dir=tmp_path / "state", online_store="redis", redis_url=url)
@@ -82,7 +83,7 @@ def test_redis_online_store_round_trip(redis_server, tmp_path: Path):
     context = FeatureContext(demo.items, demo.users, demo.interactions)
     users = user_snapshots(context, demo.users[C.USER_ID], [at] * 50)
     store = open_store(settings, "redis-test")
-    apply_definitions(store, settings, "redis-test")
+    apply_definitions("redis-test", settings)
     append_user_snapshots(settings, "redis-test", users)
     append_snapshots(
         settings, "redis-test", "item_features", item_snapshots(context, demo.items[C.ITEM_ID], [at] * 200)
@@ -123,7 +124,7 @@ def test_corrupt_index_file_is_named_and_refused(version, tmp_path: Path):
     index = broken / "stage1" / "semantic.faiss"
     index.write_bytes(index.read_bytes()[:100] + b"\0" * 64)
     with pytest.raises(ArtifactError, match=r"stage1/semantic\.faiss: checksum mismatch"):
-        load_recommender(broken, RulesConfig())
+        load_recommender(broken, RulesConfig.from_settings(settings))
     status = runtime.reload()
     assert status["version"] == served and "semantic.faiss" in status["last_reload_error"]
     user_result = runtime.recommend("nobody", 5, Filters(), True, False)[1]
@@ -136,7 +137,7 @@ def test_missing_ranker_is_named(version, tmp_path: Path):
     current = VersionStore(settings.versions_dir).current()
     (current / "ranker" / "ranker.txt").unlink()
     with pytest.raises(ArtifactError, match=r"ranker/ranker\.txt: listed in the manifest but missing"):
-        load_recommender(current, RulesConfig())
+        load_recommender(current, RulesConfig.from_settings(settings))
     runtime = Runtime(settings)
     with pytest.raises(ArtifactError, match=r"ranker\.txt"):
         runtime.start(load_encoder=False)  # nothing else to serve: the service does not become ready

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.artifacts import VersionStore, verify_version
-from models.bundle import ITEM_TABLE
-from models.feature_store import online_user_features, open_store
+from models.features.store import online_user_features, open_store
+from models.recommender.bundle import ITEM_TABLE
+from models.recommender.versions import VersionStore, verify_version
 from models.settings import Settings
 from tests.serving.support import AsgiService, asgi_service, service_env
 
@@ -48,7 +48,7 @@ def version(published: tuple[Settings, dict[str, Any]]) -> Published:
 @pytest.fixture(scope="session")
 def items(version: Published) -> pd.DataFrame:
     """The version's item table (category, price, stock), indexed by item id."""
-    return pd.read_parquet(version.version_dir / "features" / ITEM_TABLE).set_index("item_id")
+    return pd.read_parquet(version.version_dir / ITEM_TABLE).set_index("item_id")
 
 
 def seen_list(value: Any) -> list[Any]:

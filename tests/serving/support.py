@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from models.artifacts import CURRENT, VersionStore, read_manifest
+from models.recommender.versions import CURRENT, VersionStore, read_manifest
 from models.settings import Settings
 
 # Reloads happen when a test asks for one (POST /reload), not on a background timer in the middle of a test.

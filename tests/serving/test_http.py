@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from feast import FeatureStore
 
-from models.artifacts import CURRENT, MANIFEST
-from models.feature_store import repo_config
+from models.features.store import repo_config
+from models.recommender.versions import CURRENT, MANIFEST
 from tests.serving.support import AsgiService, asgi_service, copy_serving_state, free_port, publish_copy
 
 UNKNOWN_USER = "no-such-user"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from bentoml.exceptions import NotFound
 
-from models.artifacts import CURRENT, MANIFEST
+from models.recommender.versions import CURRENT, MANIFEST
 from serving.runtime import Runtime
 from serving.service import Recommendations, RequestFilters
 from tests.serving.support import copy_serving_state, publish_copy

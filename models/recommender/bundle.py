@@ -1,0 +1,80 @@
+"""What a published version holds for serving, and how a ``Recommender`` is rebuilt from it.
+
+A version folder: ``stage1/`` (indexes, vectors, ALS factors, popularity snapshot), ``features/`` (the item
+snapshot table served from memory, the catalogue the rules read), ``ranker/`` (LightGBM text model). The manifest
+names the chosen candidate-set size, the feature list and order, the data snapshot and the checksum of every file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.data import columns as C
+from models.features.spec import FeatureSpec
+from models.files import ArtifactError
+from models.ranking.ranker import Ranker
+from models.ranking.rules import Catalog, RulesConfig
+from models.recommender.item_features import StaticItemFeatures
+from models.recommender.recommender import Recommender
+from models.recommender.request import Request
+from models.recommender.versions import verify_version
+from models.retrieval.stage1 import load_stage1
+
+ITEM_TABLE = "features/item_features.parquet"
+CATALOG_TABLE = "features/catalog.parquet"
+CATALOG_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.PRICE, C.IN_STOCK, C.CREATED_AT)
+"""The items table's columns the business rules read (stock, category, price, launch time)."""
+
+
+def _aligned(path: Path, item_ids: np.ndarray) -> pd.DataFrame:
+    """A per-item table in the indexes' row order; names the file when it covers other items."""
+    table = pd.read_parquet(path)
+    if len(table) != len(item_ids) or set(table[C.ITEM_ID]) != set(item_ids.tolist()):
+        raise ArtifactError(f"{path}: covers {len(table)} items, the indexes {len(item_ids)}")
+    return table.set_index(C.ITEM_ID).loc[item_ids].reset_index()
+
+
+def load_recommender(
+    version_dir: Path, rules: RulesConfig, encoder_dim: int | None = None
+) -> tuple[Recommender, dict[str, Any]]:
+    """Verify the version's checksums, then rebuild every component, checking each against the manifest."""
+    manifest = verify_version(version_dir)
+    for section in ("stage1", "features", "ranker", "k_candidates"):
+        if section not in manifest:
+            raise ArtifactError(f"{version_dir / 'manifest.json'}: no '{section}' section (not a complete version)")
+    stage1 = load_stage1(version_dir / "stage1", manifest["stage1"], encoder_dim)
+    spec = FeatureSpec.from_json(manifest["features"]["spec"])
+    item_ids = stage1.item_ids
+    table = _aligned(version_dir / ITEM_TABLE, item_ids)
+    catalog = Catalog.from_items(_aligned(version_dir / CATALOG_TABLE, item_ids))
+    ranker = Ranker.load(version_dir / "ranker", manifest["ranker"], spec.names)
+    popularity = stage1.source("popular").popularity  # type: ignore[attr-defined]
+    order = np.argsort(-popularity.scores_at(float(manifest["stage1"]["as_of"])), kind="stable")
+    recommender = Recommender(
+        stage1=stage1,
+        catalog=catalog,
+        item_features=StaticItemFeatures(table, item_ids, spec),
+        spec=spec,
+        ranker=ranker,
+        rules=rules,
+        k_candidates=int(manifest["k_candidates"]),
+        popularity_order=order,
+        version=str(manifest["version"]),
+    )
+    return recommender, manifest
+
+
+def smoke_test(version_dir: Path, rules: RulesConfig) -> None:
+    """Load a version as the service would, recommend for an unknown user and find similar items; raise if off."""
+    recommender, manifest = load_recommender(version_dir, rules)
+    as_of = float(manifest["stage1"]["as_of"])
+    result = recommender.recommend(Request(user_id=None, k=10, as_of=as_of), None)
+    if len(result.items) != min(10, len(recommender.catalog.item_ids)):
+        raise ArtifactError(f"{version_dir}: smoke test returned {len(result.items)} items for a fallback request")
+    similar = recommender.similar(str(recommender.catalog.item_ids[0]), 5, as_of=as_of)
+    if not similar:
+        raise ArtifactError(f"{version_dir}: smoke test found no similar items")

@@ -1,0 +1,138 @@
+"""``Recommender.recommend``: the one path from a user to a ranked list, used by offline evaluation, the re-ranker's
+training set and the service.
+
+user features → stage-1 candidates (merged, with provenance) → feature matrix (user × item × cross) → LightGBM
+score → business rules → top k, with explanations on request. Fallbacks: an unknown user gets popular and fresh
+items (``fallback``); when user features cannot be read the list is the stage-1 order (``degraded``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.features.assembly import ItemBlock, RequestInputs, UserRow, assemble
+from models.features.spec import FeatureSpec
+from models.ranking.ranker import Ranker
+from models.ranking.rules import Catalog, Filters, RulesConfig, apply_rules
+from models.recommender.explain import explain
+from models.recommender.item_features import ItemFeatureSource
+from models.recommender.request import NO_FILTERS, Recommended, Request, Result, Retrieval
+from models.recommender.retrieval import query_for, retrieve, user_is_known
+from models.recommender.similar import similar_items
+from models.retrieval.sources import CollaborativeSource, SemanticSource, UserQuery
+from models.retrieval.stage1 import Stage1
+
+
+@dataclass
+class Recommender:
+    stage1: Stage1
+    catalog: Catalog
+    item_features: ItemFeatureSource
+    spec: FeatureSpec
+    ranker: Ranker | None
+    rules: RulesConfig
+    k_candidates: int
+    popularity_order: np.ndarray
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        self.row_of = pd.Index(self.catalog.item_ids)
+        semantic = self.stage1.source("semantic")
+        collaborative = self.stage1.source("collaborative")
+        assert isinstance(semantic, SemanticSource) and isinstance(collaborative, CollaborativeSource)
+        self.semantic = semantic
+        self.collaborative = collaborative
+        self.text_vectors = semantic.item_vectors
+        self.collab_rows = pd.Index(collaborative.model.item_ids).get_indexer(self.catalog.item_ids)
+
+    def query_for(self, request: Request, user: Mapping[str, Any] | None) -> tuple[UserQuery, frozenset[str]]:
+        return query_for(request, user)
+
+    def retrieve(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Retrieval:
+        return retrieve(self.stage1, request, user, self.k_candidates, degraded)
+
+    def recommend(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Result:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        retrieval = self.retrieve(request, user, degraded)
+        timings["retrieval"] = _ms(started)
+        anonymous_search = request.query_vector is not None and not user_is_known(user)
+        use_ranker = (
+            self.ranker is not None and not retrieval.fallback and not degraded and not anonymous_search
+            and len(retrieval.rows) > 0
+        )  # fmt: skip
+        features = None
+        if use_ranker:
+            assert self.ranker is not None
+            started = time.perf_counter()
+            block = self.item_features.block(retrieval.rows, request.as_of)
+            features = self.feature_matrix(request, retrieval, user or {}, block)
+            timings["features"] = _ms(started)
+            started = time.perf_counter()
+            scores = self.ranker.predict(features)
+            timings["model"] = _ms(started)
+        else:
+            scores = -np.arange(len(retrieval.rows), dtype=np.float64)  # stage-1 order (semantic order for search)
+        started = time.perf_counter()
+        ruled = apply_rules(self.catalog, retrieval.rows, scores, request.k, request.as_of, self.rules,
+                            request.filters, retrieval.query.exclude, self.popularity_order)  # fmt: skip
+        timings["rules"] = _ms(started)
+        items = [
+            Recommended(str(self.catalog.item_ids[r]), float(s)) for r, s in zip(ruled.rows, ruled.scores, strict=True)
+        ]
+        if request.explain:
+            explain(items, ruled.rows, retrieval, features, self.ranker, self.spec.names, ruled.applied, degraded)
+        return Result(items, fallback=retrieval.fallback, degraded=degraded, candidates=len(retrieval.rows),
+                      timings_ms=timings)  # fmt: skip
+
+    def feature_matrix(
+        self, request: Request, retrieval: Retrieval, user: Mapping[str, Any], block: ItemBlock
+    ) -> np.ndarray:
+        """The ranker's input for the retrieved candidates; ``block`` holds their stored item features."""
+        query, rows = retrieval.query, retrieval.rows
+        collab_rows = self.collab_rows[rows]
+        collab_items = np.where(collab_rows[:, None] >= 0, self.collaborative.model.item_factors[collab_rows], np.nan)
+        seen = retrieval.seen
+        inputs = RequestInputs(
+            as_of=request.as_of,
+            user_text_vector=self.semantic.query_vector(
+                UserQuery(query.user_id, query.as_of, query.history_items, query.history_times)
+            ),
+            user_collab_vector=self.collaborative.user_vector(query),
+            candidate_text_vectors=self.text_vectors[rows],
+            candidate_collab_vectors=collab_items,
+            seen_counts=np.isin(retrieval.candidates.item_ids, list(seen)).astype(np.float32)
+            if seen
+            else np.zeros(len(rows), np.float32),
+            provenance_ranks=retrieval.candidates.ranks,
+            provenance_scores=retrieval.candidates.scores,
+            session_vector=self._session_vector(request.session_item_ids),
+        )
+        return assemble(UserRow.from_mapping(user, self.spec), block, inputs)
+
+    def _session_vector(self, item_ids: tuple[str, ...]) -> np.ndarray | None:
+        rows = self.row_of.get_indexer(list(item_ids))
+        rows = rows[rows >= 0]
+        if not len(rows):
+            return None
+        vector = self.text_vectors[rows].mean(axis=0)
+        norm = np.linalg.norm(vector)
+        return (vector / norm).astype(np.float32) if norm > 0 else None
+
+    def similar(self, item_id: str, k: int, filters: Filters = NO_FILTERS, as_of: float = 0.0) -> list[Recommended]:
+        """Items close to ``item_id`` in text and collaborative space; raises KeyError for an unknown item."""
+        row = self.row_of.get_indexer([item_id])[0]
+        if row < 0:
+            raise KeyError(item_id)
+        return similar_items(self.semantic, self.collaborative, self.catalog, self.collab_rows, int(row), k, filters,
+                             as_of, self.rules.in_stock_only)  # fmt: skip
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,152 @@
+"""Versioned artifact bundles: build in a staging folder, publish atomically, load with checks.
+
+A version is a folder holding a ``manifest.json`` and the files it lists with their sha256. Publishing renames the
+staging folder into place and then swaps the ``current`` symlink with one ``os.replace``: readers see either the old
+version or the new one, never a half-written one, and a failed build never touches what is being served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from models.files import ArtifactError, sha256_file
+
+MANIFEST = "manifest.json"
+CURRENT = "current"
+STAGING_PREFIX = ".staging-"
+STATE_MODEL = "recsys-state"
+"""The BentoML model a bento carries the published version in (packed by flows/package.py, read by the service)."""
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """Sortable, unique: ``v20261125T181500Z-1a2b3c``."""
+    now = now or datetime.now(UTC)
+    return f"v{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+class VersionBuilder:
+    """A version being assembled in a staging folder; components add files and manifest sections."""
+
+    def __init__(self, root: Path, version: str):
+        self.root = root
+        self.version = version
+        self.path = root / f"{STAGING_PREFIX}{version}"
+        self.path.mkdir(parents=True)
+        self.sections: dict[str, Any] = {}
+
+    def add_section(self, name: str, content: Any) -> None:
+        """A manifest section, e.g. ``indexes`` or ``ranker``; must be JSON-serialisable."""
+        json.dumps(content)
+        self.sections[name] = content
+
+    def copy_from(self, other: Path, names: list[str]) -> None:
+        """Carry files (and their sections) over from an existing version, e.g. when only the ranker changes."""
+        manifest = read_manifest(other)
+        for name in names:
+            if name not in manifest:
+                raise ArtifactError(f"{other / MANIFEST}: has no section '{name}' to copy")
+            self.sections[name] = manifest[name]
+        for rel in manifest["files"]:
+            section = rel.split("/", 1)[0]
+            if section in names:
+                target = self.path / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(other / rel, target)
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+class VersionStore:
+    """Published versions under one root folder, with a ``current`` pointer."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def start(self) -> VersionBuilder:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return VersionBuilder(self.root, new_version_id())
+
+    def publish(
+        self,
+        builder: VersionBuilder,
+        extra: dict[str, Any] | None = None,
+        check: Callable[[Path], object] | None = None,
+    ) -> Path:
+        """Write the manifest, verify it (and run ``check`` on the folder, e.g. a load-and-serve smoke test), move
+        the version into place and point ``current`` at it. A failing check leaves ``current`` untouched."""
+        manifest = {
+            "version": builder.version,
+            "created_at": datetime.now(UTC).isoformat(),
+            **(extra or {}),
+            **builder.sections,
+            "files": _checksums(builder.path),
+        }
+        (builder.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        verify_version(builder.path)
+        if check is not None:
+            check(builder.path)
+        final = self.root / builder.version
+        builder.path.rename(final)
+        pointer = self.root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
+        pointer.symlink_to(builder.version)
+        os.replace(pointer, self.root / CURRENT)
+        return final
+
+    def discard(self, builder: VersionBuilder) -> None:
+        shutil.rmtree(builder.path, ignore_errors=True)
+
+    def current(self) -> Path:
+        """The folder of the version being served; raises ArtifactError when nothing is published."""
+        pointer = self.root / CURRENT
+        if not pointer.exists():
+            raise ArtifactError(f"no published version: {pointer} does not exist (run the pipeline first)")
+        return pointer.resolve()
+
+    def versions(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("v"))
+
+    def clean_staging(self) -> int:
+        """Remove staging folders left by failed runs; returns how many were removed."""
+        stale = [p for p in self.root.glob(f"{STAGING_PREFIX}*") if p.is_dir()] if self.root.exists() else []
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(stale)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise ArtifactError(f"{path}: manifest missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{path}: manifest is not valid JSON ({error})") from error
+    if not isinstance(manifest, dict) or "files" not in manifest or "version" not in manifest:
+        raise ArtifactError(f"{path}: manifest lacks 'version' or 'files'")
+    return manifest
+
+
+def verify_version(folder: Path) -> dict[str, Any]:
+    """Check every file listed in the manifest exists and matches its sha256; return the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for rel, expected in manifest["files"].items():
+        path = folder / rel
+        if not path.exists():
+            raise ArtifactError(f"{path}: listed in the manifest but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ArtifactError(f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…)")
+    return manifest

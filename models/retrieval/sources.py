@@ -1,0 +1,187 @@
+"""Stage-1 candidate sources: each answers "which items might this user want, as of this time?" with a ranked list.
+
+- ``semantic``: FAISS over text vectors; the query is a recency-weighted mean of the user's recent positive items
+  (or an encoded search text);
+- ``collaborative``: FAISS over ALS item vectors; the query is the user's ALS vector (fold-in for new users);
+- ``graph``: RP3beta item-to-item scores from the user's recent items (``models.retrieval.graph``);
+- ``popular``: time-decayed interaction counts as of the query time (trending);
+- ``fresh``: the newest items, most popular first.
+
+Every source works on item *rows*: positions in one catalogue order shared by the FAISS indexes, the ALS factors
+and the tables, so a request never maps string ids back and forth in the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from models.data.clock import DAY_SECONDS
+from models.retrieval.als import CollaborativeModel, mips_query
+from models.retrieval.indexes import VectorIndex
+from models.retrieval.popularity import Popularity
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    """What stage 1 knows about one request. Times are unix seconds."""
+
+    user_id: str | None
+    as_of: float
+    history_items: Sequence[str] = ()
+    history_times: Sequence[float] = ()
+    text_vector: np.ndarray | None = None
+    exclude: frozenset[str] = frozenset()
+    exclude_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    """The rows of ``exclude``; sources filter on these (``Stage1`` fills them in)."""
+
+
+EMPTY_ROWS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """One source's ranked candidates (best first), as catalogue rows."""
+
+    source: str
+    rows: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def empty(cls, source: str) -> SourceResult:
+        return cls(source, EMPTY_ROWS, np.empty(0, np.float32))
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult: ...
+
+
+def drop_excluded(source: str, rows: np.ndarray, scores: np.ndarray, exclude: np.ndarray, k: int) -> SourceResult:
+    keep = rows >= 0
+    if len(exclude):
+        keep &= ~np.isin(rows, exclude)
+    return SourceResult(source, rows[keep][:k].astype(np.int64), scores[keep][:k])
+
+
+def recency_weights(times: Sequence[float], as_of: float, half_life_days: float) -> np.ndarray:
+    age_days = np.clip((as_of - np.asarray(times, dtype=np.float64)) / DAY_SECONDS, 0.0, None)
+    return np.power(0.5, age_days / half_life_days)
+
+
+class SemanticSource:
+    """Nearest items in text-embedding space to the user's recent positives (or to an encoded query text)."""
+
+    name = "semantic"
+
+    def __init__(self, index: VectorIndex, item_vectors: np.ndarray, half_life_days: float, recent: int = 50):
+        self.index = index
+        self.item_vectors = item_vectors
+        self.row_of = pd.Index(index.item_ids)
+        self.half_life_days = half_life_days
+        self.recent = recent
+
+    def query_vector(self, query: UserQuery) -> np.ndarray | None:
+        if query.text_vector is not None:
+            return query.text_vector
+        if not len(query.history_items):
+            return None
+        items = list(query.history_items)[-self.recent :]
+        times = list(query.history_times)[-self.recent :]
+        rows = self.row_of.get_indexer(items)
+        known = rows >= 0
+        if not known.any():
+            return None
+        weights = recency_weights(times, query.as_of, self.half_life_days)[known]
+        vector = (self.item_vectors[rows[known]] * weights[:, None]).sum(axis=0)
+        norm = np.linalg.norm(vector)
+        return (vector / norm).astype(np.float32) if norm > 0 else None
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        vector = self.query_vector(query)
+        if vector is None:
+            return SourceResult.empty(self.name)
+        scores, rows = self.index.search_rows(vector, k + len(query.exclude_rows))
+        return drop_excluded(self.name, rows[0], scores[0], query.exclude_rows, k)
+
+
+class CollaborativeSource:
+    """ALS retrieval: FAISS over unit-lifted item factors with the user's vector as query."""
+
+    name = "collaborative"
+
+    def __init__(self, index: VectorIndex, model: CollaborativeModel, fold_in_recent: int = 200):
+        self.index = index
+        self.model = model
+        self.fold_in_recent = fold_in_recent
+
+    def user_vector(self, query: UserQuery) -> np.ndarray | None:
+        vector = self.model.user_vector(query.user_id) if query.user_id is not None else None
+        if vector is None and len(query.history_items):
+            vector = self.model.fold_in(list(query.history_items)[-self.fold_in_recent :])
+        if vector is None or not np.any(vector):
+            return None
+        return vector
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        vector = self.user_vector(query)
+        if vector is None:
+            return SourceResult.empty(self.name)
+        scores, rows = self.index.search_rows(mips_query(vector), k + len(query.exclude_rows))
+        return drop_excluded(self.name, rows[0], scores[0], query.exclude_rows, k)
+
+
+class PopularSource:
+    """Trending items: highest time-decayed popularity as of the query time."""
+
+    name = "popular"
+
+    def __init__(self, popularity: Popularity):
+        self.popularity = popularity
+        self._order: dict[int, np.ndarray] = {}
+
+    def order_on(self, as_of: float) -> tuple[np.ndarray, np.ndarray]:
+        """(rows by decreasing popularity, scores) as of a day; the sort is cached per day."""
+        scores = self.popularity.scores_at(as_of)
+        day = int(np.floor(as_of / DAY_SECONDS))
+        if day not in self._order:
+            if len(self._order) > 64:
+                self._order.clear()
+            order = np.argsort(-scores, kind="stable")
+            self._order[day] = order[scores[order] > 0]
+        return self._order[day], scores
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        order, scores = self.order_on(query.as_of)
+        top = order[: k + len(query.exclude_rows)]
+        return drop_excluded(self.name, top, scores[top].astype(np.float32), query.exclude_rows, k)
+
+
+class FreshSource:
+    """Items launched within ``window_days`` before the query time, most popular first, then newest."""
+
+    name = "fresh"
+
+    def __init__(self, item_ids: Sequence[str], created_at: np.ndarray, popularity: Popularity, window_days: float):
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.created = np.asarray(created_at, dtype=np.float64)
+        self.popularity = popularity
+        self.window = window_days * DAY_SECONDS
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        eligible = np.flatnonzero((self.created <= query.as_of) & (self.created > query.as_of - self.window))
+        if not len(eligible):
+            return SourceResult.empty(self.name)
+        popularity = self.popularity.scores_at(query.as_of)[eligible]
+        order = np.lexsort((-self.created[eligible], -popularity))[: k + len(query.exclude_rows)]
+        rows = eligible[order]
+        freshness = 1.0 - (query.as_of - self.created[rows]) / self.window
+        return drop_excluded(self.name, rows, freshness.astype(np.float32), query.exclude_rows, k)

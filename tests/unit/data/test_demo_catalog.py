@@ -1,0 +1,82 @@
+"""The demo catalog: deterministic, the requested shape, and carrying the signals the re-ranker should learn."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from models.data import columns as C
+from models.data.demo_catalog import DEMO_END, generate_demo_catalog
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate_demo_catalog(n_items=3_000, n_users=800, n_interactions=40_000, seed=7)
+
+
+def test_same_seed_same_tables(demo):
+    again = generate_demo_catalog(n_items=3_000, n_users=800, n_interactions=40_000, seed=7)
+    pd.testing.assert_frame_equal(demo.items, again.items)
+    pd.testing.assert_frame_equal(demo.users, again.users)
+    pd.testing.assert_frame_equal(demo.interactions, again.interactions)
+
+
+def test_other_seed_other_tables(demo):
+    other = generate_demo_catalog(n_items=3_000, n_users=800, n_interactions=40_000, seed=8)
+    assert not demo.items[C.TITLE].equals(other.items[C.TITLE])
+
+
+def test_shape(demo):
+    assert len(demo.items) == 3_000 and len(demo.users) == 800
+    assert abs(len(demo.interactions) - 40_000) < 2_000
+    assert demo.items[C.CATEGORY].nunique() >= 20
+    assert demo.interactions[C.TIMESTAMP].max() <= DEMO_END
+    assert demo.items[C.PRICE].gt(0).all()
+    assert 0.85 < demo.items[C.IN_STOCK].mean() < 0.97
+    assert demo.items[C.CREATED_AT].max() - demo.items[C.CREATED_AT].min() > pd.Timedelta(days=600)
+    assert {C.SEGMENT, C.DEVICE, C.AGE_BAND} <= set(demo.users.columns)
+
+
+def test_funnel_narrows(demo):
+    counts = demo.interactions[C.EVENT_TYPE].value_counts()
+    assert counts[C.VIEW] > counts[C.CLICK] > counts[C.ADD_TO_CART] > counts[C.PURCHASE] > 0
+
+
+def test_text_carries_the_category(demo):
+    # every description names its category's range, so text embeddings can separate categories
+    named = [cat in desc for cat, desc in zip(demo.items[C.CATEGORY], demo.items[C.DESCRIPTION], strict=True)]
+    assert all(named)
+
+
+def test_prices_differ_by_category(demo):
+    medians = demo.items.groupby(C.CATEGORY)[C.PRICE].median()
+    assert medians.max() / medians.min() > 10
+
+
+def test_premium_users_buy_pricier_items_than_bargain_hunters(demo):
+    items = demo.items.set_index(C.ITEM_ID)
+    relative = items[C.PRICE] / items.groupby(C.CATEGORY)[C.PRICE].transform("median")
+    buys = demo.interactions[demo.interactions[C.EVENT_TYPE] == C.PURCHASE]
+    buys = buys.merge(demo.users[[C.USER_ID, C.SEGMENT]], on=C.USER_ID)
+    buys["relative_price"] = buys[C.ITEM_ID].map(relative)
+    by_segment = buys.groupby(C.SEGMENT)["relative_price"].median()
+    assert by_segment["premium"] > 1.3 * by_segment["bargain_hunter"]
+
+
+def test_new_items_draw_attention(demo):
+    items = demo.items.set_index(C.ITEM_ID)
+    views = demo.interactions[demo.interactions[C.EVENT_TYPE] == C.VIEW]
+    created = items.loc[views[C.ITEM_ID], C.CREATED_AT].to_numpy()
+    age_days = (views[C.TIMESTAMP].to_numpy() - created) / pd.Timedelta(days=1)
+    assert (age_days >= 0).all()  # nobody views an item before it exists
+    # an item gets far more views in its first month than in its seventh
+    assert (age_days < 30).mean() > 2 * ((age_days >= 180) & (age_days < 210)).mean()
+
+
+def test_out_of_stock_items_are_rarely_bought(demo):
+    stock = demo.items.set_index(C.ITEM_ID)[C.IN_STOCK]
+    inter = demo.interactions.assign(in_stock=demo.interactions[C.ITEM_ID].map(stock))
+    purchases = (inter[C.EVENT_TYPE] == C.PURCHASE).groupby(inter["in_stock"]).sum()
+    views = (inter[C.EVENT_TYPE] == C.VIEW).groupby(inter["in_stock"]).sum()
+    conversion = purchases / views
+    assert conversion[False] < 0.7 * conversion[True]

@@ -1,0 +1,124 @@
+"""Feature computation on hand-built timelines: windows, strict point-in-time cut, price and taste profiles,
+and the assembled matrix's column order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.data import columns as C
+from models.features.assembly import ItemBlock, RequestInputs, UserRow, assemble
+from models.features.snapshots import FeatureContext, item_snapshots, user_snapshots
+from models.features.spec import ITEM_NUMERIC, MODEL_FEATURES, USER_NUMERIC, FeatureSpec
+
+DAY0 = pd.Timestamp("2025-01-01", tz="UTC")
+
+
+def day(n: float) -> pd.Timestamp:
+    return DAY0 + pd.Timedelta(days=n)
+
+
+@pytest.fixture
+def context() -> FeatureContext:
+    items = pd.DataFrame(
+        {
+            C.ITEM_ID: ["a", "b", "c", "d"],
+            C.TITLE: ["A", "B", "C", "D"],
+            C.CATEGORY: ["shoes", "shoes", "books", "books"],
+            C.CREATED_AT: [day(-100), day(-50), day(-10), day(5)],
+            C.PRICE: [100.0, 50.0, 10.0, 30.0],
+            C.IN_STOCK: [True, True, False, True],
+        }
+    )
+    users = pd.DataFrame(
+        {C.USER_ID: ["u", "v"], C.SEGMENT: ["premium", "bargain_hunter"], C.DEVICE: ["mobile", "desktop"]}
+    )
+    rows = [
+        ("u", "a", day(0), C.VIEW, 1.0),
+        ("u", "a", day(0.01), C.PURCHASE, 5.0),
+        ("u", "c", day(8), C.CLICK, 2.0),
+        ("v", "a", day(9), C.VIEW, 1.0),
+        ("v", "b", day(9.5), C.VIEW, 1.0),
+        ("u", "b", day(10), C.VIEW, 1.0),  # exactly at the snapshot time below: must not count
+    ]
+    interactions = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, C.TIMESTAMP, C.EVENT_TYPE, C.WEIGHT])
+    interactions[C.RATING] = np.nan
+    return FeatureContext(items, users, interactions)
+
+
+def test_item_windows_count_strictly_before_the_snapshot(context):
+    frame = item_snapshots(context, ["a", "b", "c"], [day(10)] * 3).set_index(C.ITEM_ID)
+    assert frame.loc["a", "item_events_all"] == 3  # u view, u purchase, v view
+    assert frame.loc["a", "item_events_7d"] == 1  # only v's view on day 9
+    assert frame.loc["a", "item_events_1d"] == 1
+    assert frame.loc["b", "item_events_all"] == 1  # the view at exactly day 10 is not before day 10
+    assert frame.loc["a", "item_positives_all"] == 1  # the purchase
+    assert frame.loc["a", "item_mean_weight"] == pytest.approx((1 + 5 + 1) / 3)
+    assert frame.loc["a", "item_positive_rate"] == pytest.approx((1 + 1) / (3 + 4))
+    assert frame.loc["c", "item_in_stock"] == 0.0
+    # price tier: percentile within the category
+    assert frame.loc["a", "item_price_tier"] == 1.0 and frame.loc["b", "item_price_tier"] == 0.5
+    assert list(frame.columns[1:-1]) == list(ITEM_NUMERIC)
+
+
+def test_user_profile(context):
+    frame = user_snapshots(context, ["u", "v", "stranger"], [day(10)] * 3).set_index(C.USER_ID)
+    u = frame.loc["u"]
+    assert u["user_events_all"] == 3 and u["user_positives_all"] == 2  # purchase and click
+    assert u["user_days_since_last"] == pytest.approx(2.0)
+    assert u["user_top_categories"] == ["shoes", "books"]
+    assert u["user_top_category_shares"] == pytest.approx([2 / 3, 1 / 3])
+    assert u["user_recent_items"] == ["a", "c"]  # positives, oldest first
+    assert u["user_seen_items"] == ["c", "a"]  # most recent first, unique
+    assert u["user_log_price_mean"] == pytest.approx(np.mean(np.log1p([100.0, 100.0, 10.0])))
+    assert u["user_segment"] == "premium" and u["user_device"] == "mobile" and u["user_age_band"] == "unknown"
+    assert frame.loc["v", "user_positives_all"] == 0
+    assert frame.loc["v", "user_recent_items"] == ["a", "b"]  # no positive yet: all interactions
+    stranger = frame.loc["stranger"]
+    assert stranger["user_events_all"] == 0 and stranger["user_recent_items"] == []
+    assert np.isnan(stranger["user_log_price_mean"])
+
+
+def test_snapshot_earlier_in_time_sees_less(context):
+    early = user_snapshots(context, ["u"], [day(5)]).iloc[0]
+    assert early["user_events_all"] == 2 and early["user_recent_items"] == ["a"]
+
+
+def test_assembled_matrix_follows_the_contract_order(context):
+    spec = FeatureSpec.fit(context.users, context.items[C.CATEGORY])
+    user = UserRow.from_mapping(user_snapshots(context, ["u"], [day(10)]).iloc[0].to_dict(), spec)
+    block = ItemBlock.from_frame(item_snapshots(context, ["a", "c"], [day(10)] * 2), spec)
+    inputs = RequestInputs(
+        as_of=day(10).value / 1e9,
+        user_text_vector=np.array([1.0, 0.0], np.float32),
+        user_collab_vector=None,
+        candidate_text_vectors=np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
+        candidate_collab_vectors=np.zeros((2, 3), np.float32),
+        seen_counts=np.array([1.0, 0.0], np.float32),
+        provenance_ranks={"collaborative": np.array([0, -1]), "popular": np.array([3, 1])},
+        provenance_scores={"collaborative": np.array([0.9, 0.0]), "popular": np.array([2.0, 5.0])},
+    )
+    matrix = assemble(user, block, inputs)
+    assert matrix.shape == (2, len(MODEL_FEATURES)) and matrix.dtype == np.float32
+    column = {name: i for i, name in enumerate(MODEL_FEATURES)}
+    assert matrix[0, column["user_events_all"]] == 3
+    assert matrix[:, column["semantic_affinity"]].tolist() == [1.0, 0.0]
+    assert np.isnan(matrix[:, column["collaborative_score"]]).all()
+    assert matrix[:, column["category_affinity"]] == pytest.approx([2 / 3, 1 / 3])
+    assert matrix[:, column["item_age_days"]] == pytest.approx([110.0, 20.0], abs=0.01)
+    assert matrix[:, column["s1_collaborative_rank"]][0] == 0 and np.isnan(matrix[1, column["s1_collaborative_rank"]])
+    assert matrix[:, column["n_sources"]].tolist() == [2.0, 1.0]
+    assert matrix[0, column["user_segment"]] == spec.vocabularies["user_segment"].index("premium")
+    assert matrix[1, column["item_category"]] == spec.vocabularies["item_category"].index("books")
+    assert np.isnan(matrix[:, column["s1_semantic_rank"]]).all()  # a source that returned nothing
+    assert len(USER_NUMERIC) < column["item_events_1d"]
+
+
+def test_spec_round_trip_and_unknown_values(context):
+    spec = FeatureSpec.fit(context.users, context.items[C.CATEGORY])
+    again = FeatureSpec.from_json(spec.to_json())
+    assert again == spec
+    assert np.isnan(spec.codes("item_category", ["toys"])[0])
+    with pytest.raises(ValueError, match="feature list differs"):
+        FeatureSpec.from_json({**spec.to_json(), "names": ["x"]})

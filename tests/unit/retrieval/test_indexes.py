@@ -1,0 +1,145 @@
+"""FAISS index build, tuning, round trip, and every load-time check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from models.files import ArtifactError
+from models.retrieval.indexes import VectorIndex, ann_recall, choose_factory, exact_search
+
+
+def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, dim))
+    vectors = centres[rng.integers(0, 20, size=n)] + 0.3 * rng.normal(size=(n, dim))
+    vectors = vectors.astype(np.float32)
+    faiss.normalize_L2(vectors)
+    return vectors
+
+
+def ids(n: int) -> np.ndarray:
+    return np.array([f"item{i}" for i in range(n)])
+
+
+def test_factory_by_catalogue_size():
+    assert choose_factory(9_000, 384) == "Flat"
+    assert choose_factory(20_000, 384) == "IVF128,SQ8"
+    assert choose_factory(100_000, 384) == "IVF256,SQ8"
+    assert choose_factory(1_000_000, 384) == "IVF1024,SQ8"
+    assert choose_factory(20_000_000, 384) == "IVF4096,PQ48np"
+
+
+def test_flat_search_is_exact_and_maps_ids():
+    vectors = unit_vectors(500)
+    index = VectorIndex.build(vectors, ids(500))
+    scores, found = index.search(vectors[7], 5)
+    assert found[0, 0] == "item7"
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert np.all(np.diff(scores[0]) <= 1e-6)
+
+
+def test_k_larger_than_catalogue():
+    index = VectorIndex.build(unit_vectors(10), ids(10))
+    scores, found = index.search(unit_vectors(1, seed=3), 50)
+    assert found.shape == (1, 10) and set(found[0]) == set(ids(10))
+
+
+def test_unnormalised_vectors_are_refused():
+    with pytest.raises(ValueError, match="L2-normalised"):
+        VectorIndex.build(np.ones((5, 4), np.float32), ids(5))
+
+
+def test_ivf_tuning_reaches_target_recall():
+    vectors = unit_vectors(4000, seed=1)
+    queries = unit_vectors(50, seed=2)
+    index = VectorIndex.build(vectors, ids(4000), factory="IVF64,Flat")
+    truth = exact_search(vectors, queries, 100)
+    index.set_search_param(1)
+    low = ann_recall(index.search(queries, 100)[1], ids(4000)[truth])
+    recall = index.tune(queries, truth, k=100, target=0.95)
+    assert recall >= 0.95 > low
+    assert index.params["nprobe"] > 1 and index.params["recall_vs_exact"] == pytest.approx(recall, abs=1e-4)
+
+
+def test_hnsw_tuning_uses_ef_search():
+    vectors = unit_vectors(2000, seed=4)
+    index = VectorIndex.build(vectors, ids(2000), factory="HNSW16")
+    truth = exact_search(vectors, vectors[:20], 50)
+    assert index.tune(vectors[:20], truth, k=50) >= 0.95
+    assert index.params["efSearch"] >= 50
+
+
+def test_round_trip_keeps_results_and_search_params(tmp_path: Path):
+    vectors = unit_vectors(3000, seed=5)
+    index = VectorIndex.build(vectors, ids(3000), factory="IVF32,Flat")
+    index.set_search_param(8)
+    entry = index.save(tmp_path, "semantic")
+    loaded = VectorIndex.load(tmp_path, entry, expected_dim=16)
+    assert loaded.params["nprobe"] == 8 and faiss.extract_index_ivf(loaded.index).nprobe == 8
+    before = index.search(vectors[:5], 20)
+    after = loaded.search(vectors[:5], 20)
+    np.testing.assert_array_equal(before[1], after[1])
+    assert entry["metric"] == "inner_product" and entry["dim"] == 16 and entry["count"] == 3000
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, dict]:
+    entry = VectorIndex.build(unit_vectors(100), ids(100)).save(tmp_path, "semantic")
+    return tmp_path, entry
+
+
+def test_load_missing_file(saved):
+    folder, entry = saved
+    (folder / "semantic.faiss").unlink()
+    with pytest.raises(ArtifactError, match=r"semantic\.faiss: index file missing"):
+        VectorIndex.load(folder, entry)
+
+
+def test_load_corrupt_file(saved):
+    folder, entry = saved
+    (folder / "semantic.faiss").write_bytes(b"garbage" * 10)
+    with pytest.raises(ArtifactError, match=r"semantic\.faiss: not a readable FAISS index"):
+        VectorIndex.load(folder, entry)
+
+
+def test_load_wrong_metric(saved):
+    folder, entry = saved
+    with pytest.raises(ArtifactError, match="metric 'l2' is not 'inner_product'"):
+        VectorIndex.load(folder, {**entry, "metric": "l2"})
+
+
+def test_load_dimension_mismatch(saved):
+    folder, entry = saved
+    with pytest.raises(ArtifactError, match=r"dimension 16 does not match the manifest \(384\)"):
+        VectorIndex.load(folder, {**entry, "dim": 384})
+    with pytest.raises(ArtifactError, match=r"dimension 16 does not match the encoder \(384\)"):
+        VectorIndex.load(folder, entry, expected_dim=384)
+
+
+def test_load_count_mismatch(saved):
+    folder, entry = saved
+    np.save(folder / "semantic.ids.npy", ids(99))
+    with pytest.raises(ArtifactError, match="holds 100 vectors, id map 99"):
+        VectorIndex.load(folder, entry)
+
+
+def test_l2_index_file_is_refused(saved):
+    folder, entry = saved
+    faiss.write_index(faiss.IndexFlatL2(16), str(folder / "semantic.faiss"))
+    with pytest.raises(ArtifactError, match="is not inner product"):
+        VectorIndex.load(folder, entry)
+
+
+def test_ivf_pq_option_for_very_large_catalogues(tmp_path: Path):
+    """The IVF-PQ factory the chooser picks from 10 M vectors, built and round-tripped at small scale."""
+    vectors = unit_vectors(6000, dim=32, seed=7)
+    index = VectorIndex.build(vectors, ids(6000), factory="IVF64,PQ8np")
+    truth = exact_search(vectors, vectors[:30], 50)
+    recall = index.tune(vectors[:30], truth, k=50, target=0.5)
+    assert recall >= 0.5 and index.params["nprobe"] >= 1
+    loaded = VectorIndex.load(tmp_path, index.save(tmp_path, "pq"), expected_dim=32)
+    np.testing.assert_array_equal(loaded.search(vectors[:3], 10)[1], index.search(vectors[:3], 10)[1])

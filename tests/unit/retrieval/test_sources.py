@@ -1,0 +1,177 @@
+"""Each candidate source on tiny data, and the merge's quotas and provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.data import columns as C
+from models.data.clock import DAY_SECONDS
+from models.retrieval.als import CollaborativeModel, mips_item_vectors
+from models.retrieval.fusion import fuse, merge, scale_quotas
+from models.retrieval.graph import ItemItemSource, rp3beta_table
+from models.retrieval.indexes import VectorIndex
+from models.retrieval.popularity import DecayedPopularity
+from models.retrieval.sources import (
+    CollaborativeSource,
+    FreshSource,
+    PopularSource,
+    SemanticSource,
+    SourceResult,
+    UserQuery,
+)
+
+DAY0 = 20_000 * DAY_SECONDS  # a whole day in unix seconds
+NAMES = np.array(["a", "b", "c", "d"])
+
+
+def events(rows: list[tuple[str, int]]) -> pd.DataFrame:
+    """(item, day) rows → interactions."""
+    return pd.DataFrame(
+        {
+            C.USER_ID: "u",
+            C.ITEM_ID: [item for item, _ in rows],
+            C.TIMESTAMP: pd.to_datetime([DAY0 + day * DAY_SECONDS + 60 for _, day in rows], unit="s", utc=True),
+        }
+    )
+
+
+def test_decayed_popularity_counts_only_earlier_days_and_decays():
+    log = events([("a", 0), ("a", 0), ("b", 5), ("c", 9)])
+    popularity = DecayedPopularity(log, ["a", "b", "c"], half_life_days=5.0)
+    on_day_10 = popularity.scores_at(DAY0 + 10 * DAY_SECONDS + 3600)
+    np.testing.assert_allclose(on_day_10, [2 * 0.5**2, 0.5**1, 0.5**0.2])
+    # the same day's events are not visible yet
+    assert popularity.scores_at(DAY0 + 9 * DAY_SECONDS + 7200)[2] == 0.0
+    # computing an earlier day after a later one gives the same answer as a fresh instance
+    fresh = DecayedPopularity(log, ["a", "b", "c"], half_life_days=5.0)
+    np.testing.assert_allclose(popularity.scores_at(DAY0 + 6 * DAY_SECONDS), fresh.scores_at(DAY0 + 6 * DAY_SECONDS))
+
+
+def test_popular_source_ranks_and_excludes():
+    log = events([("a", 0), ("b", 1), ("b", 1), ("c", 1), ("c", 1), ("c", 1)])
+    source = PopularSource(DecayedPopularity(log, ["a", "b", "c", "d"], half_life_days=30.0))
+    result = source.retrieve(UserQuery("u", as_of=DAY0 + 3 * DAY_SECONDS, exclude_rows=np.array([1])), k=5)
+    assert NAMES[result.rows].tolist() == ["c", "a"]  # d never seen, b excluded
+    assert result.source == "popular"
+
+
+def test_fresh_source_keeps_the_window():
+    created = np.array([DAY0 - 100 * DAY_SECONDS, DAY0 - 3 * DAY_SECONDS, DAY0 - 1 * DAY_SECONDS, DAY0 + DAY_SECONDS])
+    log = events([("old", -50), ("mid", -2), ("mid", -2)])
+    popularity = DecayedPopularity(log, ["old", "mid", "new", "future"], half_life_days=7.0)
+    source = FreshSource(["old", "mid", "new", "future"], created, popularity, window_days=30.0)
+    result = source.retrieve(UserQuery("u", as_of=DAY0), k=10)
+    assert result.rows.tolist() == [1, 2]  # mid (popular) first, then new; the future item does not exist yet
+
+
+def unit(rows: list[list[float]]) -> np.ndarray:
+    vectors = np.array(rows, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_semantic_source_follows_recent_history():
+    item_ids = np.array(["x1", "x2", "x3", "y1", "y2", "y3"])
+    vectors = unit([[1, 0.1], [1, 0.2], [1, 0.0], [0.1, 1], [0.2, 1], [0.0, 1]])
+    source = SemanticSource(VectorIndex.build(vectors, item_ids), vectors, half_life_days=1.0)
+    # old x history, recent y history: the recent taste wins
+    query = UserQuery(
+        "u", as_of=DAY0, history_items=["x1", "y1"], history_times=[DAY0 - 20 * DAY_SECONDS, DAY0],
+        exclude_rows=np.array([0, 3]),
+    )  # fmt: skip
+    found = item_ids[source.retrieve(query, k=3).rows]
+    assert set(found) == {"y2", "y3", "x2"} and found[0] in {"y2", "y3"}
+    # a search text vector overrides the history
+    result = source.retrieve(UserQuery(None, as_of=DAY0, text_vector=vectors[0]), k=1)
+    assert item_ids[result.rows].tolist() == ["x1"]
+    assert len(source.retrieve(UserQuery(None, as_of=DAY0), k=3)) == 0
+
+
+def test_collaborative_source_uses_user_vector_or_fold_in():
+    item_ids = np.array(["a", "b", "c"])
+    item_factors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
+    model = CollaborativeModel(item_ids, item_factors, np.array(["u"]), np.array([[0.0, 2.0]], np.float32), 0.1, 1.0)
+    lifted, _ = mips_item_vectors(item_factors)
+    source = CollaborativeSource(VectorIndex.build(lifted, item_ids), model)
+    assert item_ids[source.retrieve(UserQuery("u", as_of=DAY0), k=3).rows].tolist() == ["b", "c", "a"]
+    folded = source.retrieve(UserQuery("new", as_of=DAY0, history_items=["a"], exclude_rows=np.array([0])), k=3)
+    assert item_ids[folded.rows].tolist() == ["c", "b"]
+    assert len(source.retrieve(UserQuery("new", as_of=DAY0), k=3)) == 0
+
+
+LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+def result(source: str, items: str) -> SourceResult:
+    """A source's ranked list written as letters; rows are the letters' positions in the alphabet."""
+    rows = np.array([ord(letter) - ord("a") for letter in items], dtype=np.int64)
+    return SourceResult(source, rows, np.linspace(1.0, 0.5, len(rows)).astype(np.float32))
+
+
+def test_merge_respects_quotas_and_dedupes():
+    merged = merge([result("s1", "abcdef"), result("s2", "bxyz")], {"s1": 2, "s2": 2}, k=4, catalogue=LETTERS)
+    assert merged.item_ids.tolist() == ["a", "b", "x", "y"]
+    assert merged.primary_source.tolist() == ["s1", "s1", "s2", "s2"]
+
+
+def test_merge_keeps_provenance_from_every_source():
+    merged = merge([result("s1", "abc"), result("s2", "cb")], {"s1": 1, "s2": 2}, k=3, catalogue=LETTERS)
+    assert merged.item_ids.tolist() == ["a", "c", "b"]
+    assert merged.provenance(1) == {"s1": {"rank": 2, "score": pytest.approx(0.5)}, "s2": {"rank": 0, "score": 1.0}}
+    assert merged.provenance(0) == {"s1": {"rank": 0, "score": 1.0}}
+    assert merged.ranks["s2"].tolist() == [-1, 0, 1]
+
+
+def test_merge_fills_from_leftovers_when_a_source_runs_dry():
+    merged = merge([result("s1", "abcdef"), result("s2", "x")], {"s1": 2, "s2": 3}, k=5, catalogue=LETTERS)
+    assert merged.item_ids.tolist() == ["a", "b", "x", "c", "d"]
+
+
+def test_scale_quotas():
+    assert scale_quotas({"a": 0.5, "b": 0.3, "c": 0.2}, 10) == {"a": 5, "b": 3, "c": 2}
+    quotas = scale_quotas({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 100)
+    assert sum(quotas.values()) == 100 and max(quotas.values()) - min(quotas.values()) <= 1
+
+
+def test_fuse_orders_by_weighted_reciprocal_rank():
+    a = result("a", "xyz")
+    b = result("b", "zyw")
+    merged = fuse([a, b], k=4, weights={"a": 1.0, "b": 1.0}, rrf_k=1.0, catalogue=LETTERS)
+    # scores with rrf_k=1: x 1/1, y 1/2+1/2, z 1/3+1/1, w 1/3
+    assert merged.item_ids.tolist() == ["z", "x", "y", "w"]
+    assert merged.primary_source.tolist() == ["b", "a", "a", "b"]
+    assert merged.ranks["a"].tolist() == [2, 0, 1, -1]
+
+
+def test_fuse_reserves_slots_for_weak_sources():
+    strong = result("strong", "abcdef")
+    weak = result("weak", "uv")
+    merged = fuse([strong, weak], k=4, weights={"strong": 1.0, "weak": 0.01}, reserved={"weak": 1}, catalogue=LETTERS)
+    assert "u" in merged.item_ids and "v" not in merged.item_ids and len(merged) == 4
+
+
+def test_item_item_source_follows_recent_items():
+    import scipy.sparse as sp
+
+    item_ids = np.array(["a", "b", "c", "d"])
+    table = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]]))
+    source = ItemItemSource(table, item_ids, recent=10, decay=1.0)
+    # c is most recent, so its neighbour d outranks a's neighbour b
+    found = source.retrieve(UserQuery("u", as_of=DAY0, history_items=["a", "c"], exclude_rows=np.array([0, 2])), k=5)
+    assert item_ids[found.rows].tolist() == ["d", "b"]
+    assert len(source.retrieve(UserQuery("u", as_of=DAY0, history_items=["zz"]), k=5)) == 0
+
+
+def test_rp3beta_links_items_shared_by_users():
+    log = pd.DataFrame(
+        {
+            C.USER_ID: ["u1", "u1", "u2", "u2", "u3"],
+            C.ITEM_ID: ["a", "b", "a", "b", "c"],
+            C.TIMESTAMP: pd.Timestamp("2025-01-01", tz="UTC"),
+        }
+    )
+    table = rp3beta_table(log, ["a", "b", "c"], top_m=2).toarray()
+    assert table[0, 1] > 0 and table[1, 0] > 0  # a and b co-occur
+    assert table[0, 2] == 0 and table[2, 0] == 0  # c shares no user with them
+    assert np.all(np.diag(table) == 0)
