@@ -24,3 +24,10 @@ def data_now(interactions: pd.DataFrame) -> float:
     """Start of the day after the last interaction: a dataset's 'now', when a version built from it is published."""
     last = interactions[C.TIMESTAMP].max().value / 1e9
     return float((np.floor(last / DAY_SECONDS) + 1) * DAY_SECONDS)
+
+
+def unix_seconds_or_nan(times: pd.Series) -> np.ndarray:
+    """Like ``unix_seconds``, with NaN where a time is missing (e.g. an item never out of stock)."""
+    seconds = unix_seconds(times.fillna(pd.Timestamp(0, tz="UTC")))
+    seconds[times.isna().to_numpy()] = np.nan
+    return seconds

@@ -14,6 +14,10 @@ CATEGORY = "category"
 CREATED_AT = "created_at"
 PRICE = "price"
 IN_STOCK = "in_stock"
+STOCKOUT_AT = "stockout_at"
+RESTOCK_AT = "restock_at"
+"""Stock as a point-in-time fact: an item is out of stock from ``stockout_at`` until ``restock_at`` (either may be
+empty); ``in_stock`` is the state at the end of the data."""
 
 # users
 AGE_BAND = "age_band"

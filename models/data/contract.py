@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
+from models.data.clock import unix_seconds_or_nan
 
 ITEM_REQUIRED = (C.ITEM_ID, C.TITLE, C.CATEGORY, C.CREATED_AT)
 USER_REQUIRED = (C.USER_ID,)
@@ -128,11 +129,11 @@ class _Checker:
             self.add(column, f"{int(null.sum())} null value(s)", null)
         return raw.map(str, na_action="ignore").astype(object)
 
-    def timestamp(self, column: str, now: pd.Timestamp) -> pd.Series:
+    def timestamp(self, column: str, now: pd.Timestamp, required: bool = True) -> pd.Series:
         raw = self.frame[column]
         parsed = _parse_timestamps(raw)
         null = raw.isna().to_numpy()
-        if null.any():
+        if required and null.any():
             self.add(column, f"{int(null.sum())} null timestamp(s)", null)
         bad = parsed.isna().to_numpy() & ~null
         if bad.any():
@@ -229,7 +230,17 @@ def check_items(raw: pd.DataFrame, source: str, now: pd.Timestamp) -> tuple[pd.D
     out[C.CREATED_AT] = check.timestamp(C.CREATED_AT, now)
     out[C.PRICE] = check.number(C.PRICE) if C.PRICE in raw.columns else np.nan
     out[C.IN_STOCK] = check.boolean(C.IN_STOCK) if C.IN_STOCK in raw.columns else True
-    known = (*ITEM_REQUIRED, C.DESCRIPTION, C.PRICE, C.IN_STOCK)
+    for column in (C.STOCKOUT_AT, C.RESTOCK_AT):
+        present = column in raw.columns
+        absent = pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
+        out[column] = check.timestamp(column, now, required=False) if present else absent
+    early = (out[C.RESTOCK_AT] < out[C.STOCKOUT_AT]).to_numpy()
+    if early.any():
+        check.add(C.RESTOCK_AT, f"{int(early.sum())} restock time(s) before the stock-out", early, out[C.RESTOCK_AT])
+    orphan = (out[C.RESTOCK_AT].notna() & out[C.STOCKOUT_AT].isna()).to_numpy()
+    if orphan.any():
+        check.add(C.RESTOCK_AT, f"{int(orphan.sum())} restock time(s) without a stock-out", orphan)
+    known = (*ITEM_REQUIRED, C.DESCRIPTION, C.PRICE, C.IN_STOCK, C.STOCKOUT_AT, C.RESTOCK_AT)
     for column in _extras(check.frame, known):
         out[column] = check.frame[column].to_numpy()
     return out, check.issues
@@ -295,6 +306,38 @@ def _unknown_refs(
     ]
 
 
+def in_stock_at(stockout: np.ndarray, restock: np.ndarray, at: np.ndarray | float) -> np.ndarray:
+    """Whether each item is in stock at unix time(s) ``at``: not within [stock-out, restock) (NaN/inf: none)."""
+    stockout = np.nan_to_num(np.asarray(stockout, dtype=np.float64), nan=np.inf)
+    restock = np.nan_to_num(np.asarray(restock, dtype=np.float64), nan=np.inf)
+    return ~((stockout <= at) & (at < restock))
+
+
+def _stock_history(
+    items: pd.DataFrame, interactions: pd.DataFrame, source: str, has_times: bool, has_flag: bool
+) -> list[ValidationIssue]:
+    """Make stock a point-in-time fact (in place). With only an ``in_stock`` flag, an item out of stock went out at
+    an unknown time: the data's last event is the earliest time it is known to be out (so the past is never filtered
+    by today's stock). With stock-out times, the flag must agree with them at the data's end."""
+    end = interactions[C.TIMESTAMP].max() if len(interactions) else pd.Timestamp.now(tz="UTC")
+    end_seconds = end.value / 1e9
+    derived = in_stock_at(
+        unix_seconds_or_nan(items[C.STOCKOUT_AT]), unix_seconds_or_nan(items[C.RESTOCK_AT]), end_seconds
+    )
+    if not has_times:
+        unknown = ~items[C.IN_STOCK].to_numpy(dtype=bool)
+        items.loc[unknown, C.STOCKOUT_AT] = end
+        return []
+    if has_flag:
+        disagree = derived != items[C.IN_STOCK].to_numpy(dtype=bool)
+        if disagree.any():
+            positions = np.flatnonzero(disagree)
+            return [ValidationIssue(source, C.IN_STOCK, f"{len(positions)} flag(s) disagree with stockout_at / "
+                                    f"restock_at at the data's end ({end})", tuple(int(p) for p in positions))]  # fmt: skip
+    items[C.IN_STOCK] = derived
+    return []
+
+
 def validate_dataset(
     name: str,
     items: pd.DataFrame,
@@ -323,6 +366,8 @@ def validate_dataset(
         issues += _unknown_refs(inter_out, C.ITEM_ID, items_out[C.ITEM_ID], sources["interactions"], sources["items"])
     if inter_out is not None and users_out is not None and users is not None:
         issues += _unknown_refs(inter_out, C.USER_ID, users_out[C.USER_ID], sources["interactions"], sources["users"])
+    if items_out is not None and inter_out is not None:
+        issues += _stock_history(items_out, inter_out, sources["items"], "stockout_at" in items, "in_stock" in items)
     if issues:
         raise DataValidationError(issues)
     assert items_out is not None and users_out is not None and inter_out is not None

@@ -4,7 +4,8 @@ Built so that a re-ranker can learn what stage 1 cannot:
 - taste (category × style) drives which items a user *views*: co-occurrence and text carry it, so stage 1 finds it;
 - price decides whether a view turns into a cart and a purchase: each user has a preferred price level within a
   category and a sensitivity to distance from it;
-- stock decides purchases: an item that went out of stock is still viewed but never bought afterwards;
+- stock decides purchases: an item is still viewed while out of stock (from its stock-out until its restock, if
+  any) but never bought then; stock-out and restock times are in the catalogue, so stock is known as of any time;
 - recency: items attract a burst of attention after launch, and users differ in their appetite for new items.
 Observable user attributes (segment, device, age band) are noisy reflections of those latent traits.
 """
@@ -18,11 +19,14 @@ import pandas as pd
 
 from models.data import columns as C
 from models.data.clock import DAY_SECONDS as DAY
-from models.data.contract import Dataset, validate_dataset
+from models.data.contract import Dataset, in_stock_at, validate_dataset
 
 DEMO_END = pd.Timestamp("2026-06-30T23:59:59", tz="UTC")
 """The demo's 'now': fixed so that the catalogue is the same on every machine and every day."""
 HISTORY_DAYS = 365
+STOCKOUT_SHARE = 0.15
+"""Items that run out of stock at some time; of those, ``RESTOCK_SHARE`` come back 7-60 days later."""
+RESTOCK_SHARE = 0.5
 CATALOGUE_DAYS = 730
 
 
@@ -85,6 +89,12 @@ def _brands(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array(sorted(names)[:n])
 
 
+def _times(seconds: np.ndarray) -> pd.Series:
+    """Unix seconds → UTC timestamps; infinity (never) becomes empty."""
+    finite = np.isfinite(seconds)
+    return pd.Series(pd.to_datetime(np.where(finite, np.round(seconds), 0), unit="s", utc=True)).where(finite)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -103,8 +113,12 @@ def _make_items(rng: np.random.Generator, n_items: int) -> tuple[pd.DataFrame, d
     price = np.round(np.exp(log_mu + log_sd * 0.5 * price_z), 0) - 0.01
     price = np.maximum(price, 0.99)
     created = DEMO_END.value / 1e9 - rng.uniform(0, CATALOGUE_DAYS * DAY, size=n_items)
-    in_stock = rng.random(n_items) > 0.08
-    stockout = np.where(in_stock, np.inf, rng.uniform(created, DEMO_END.value / 1e9))
+    end = DEMO_END.value / 1e9
+    runs_out = rng.random(n_items) < STOCKOUT_SHARE
+    stockout = np.where(runs_out, rng.uniform(created, end), np.inf)
+    restocked = runs_out & (rng.random(n_items) < RESTOCK_SHARE)
+    restock = np.where(restocked, stockout + rng.uniform(7, 60, size=n_items) * DAY, np.inf)
+    restock[restock > end] = np.inf  # restocking after the demo's end: still out of stock
 
     brands = _brands(rng, 60)
     brand = brands[rng.integers(0, len(brands), size=n_items)]
@@ -131,14 +145,15 @@ def _make_items(rng: np.random.Generator, n_items: int) -> tuple[pd.DataFrame, d
             C.CATEGORY: np.array([c.name for c in CATEGORIES])[category],
             C.CREATED_AT: pd.to_datetime(np.round(created), unit="s", utc=True),
             C.PRICE: price,
-            C.IN_STOCK: in_stock,
+            C.STOCKOUT_AT: _times(stockout),
+            C.RESTOCK_AT: _times(restock),
             "brand": brand,
             "style": np.array(style_names)[style],
         }
     )
     hidden = {
         "category": category, "style": style, "quality": quality, "price_z": price_z,
-        "created": created, "stockout": stockout,
+        "created": created, "stockout": stockout, "restock": restock,
     }  # fmt: skip
     return items, hidden
 
@@ -228,7 +243,8 @@ def _funnel(
     return {
         "click": _sigmoid(-0.8 + 0.5 * style_match + 0.4 * item["quality"][chosen] + user["novelty"][viewer] * fresh),
         "cart": _sigmoid(0.2 - sensitivity * np.abs(gap) - 0.5 * np.clip(gap, 0, None)),
-        "purchase": _sigmoid(1.2 - 0.6 * sensitivity * np.clip(gap, 0, None)) * (when < item["stockout"][chosen]),
+        "purchase": _sigmoid(1.2 - 0.6 * sensitivity * np.clip(gap, 0, None))
+        * in_stock_at(item["stockout"][chosen], item["restock"][chosen], when),
     }
 
 

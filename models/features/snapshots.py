@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
-from models.data.clock import DAY_SECONDS, data_now, whole_seconds
-from models.data.contract import Dataset
+from models.data.clock import DAY_SECONDS, data_now, unix_seconds_or_nan, whole_seconds
+from models.data.contract import Dataset, in_stock_at
 from models.data.splits import is_positive
 from models.features.spec import (
     EVENT_TIMESTAMP,
@@ -123,7 +123,8 @@ class FeatureContext:
         self.item_created = whole_seconds(self.items[C.CREATED_AT])
         self.item_price_tier = price_tier(self.items).to_numpy()
         self.item_price = self.items[C.PRICE].to_numpy(dtype=float)
-        self.item_in_stock = self.items[C.IN_STOCK].to_numpy(dtype=float)
+        self.item_stockout = unix_seconds_or_nan(self.items[C.STOCKOUT_AT])
+        self.item_restock = unix_seconds_or_nan(self.items[C.RESTOCK_AT])
         self.item_category_name = self.items[C.CATEGORY].to_numpy().astype(str)
 
     @cached_property
@@ -179,7 +180,7 @@ def item_feature_matrix(context: FeatureContext, rows: np.ndarray, at: np.ndarra
     columns["item_price"] = context.item_price[rows]
     columns["item_log_price"] = context.item_log_price[rows]
     columns["item_price_tier"] = context.item_price_tier[rows]
-    columns["item_in_stock"] = context.item_in_stock[rows]
+    columns["item_in_stock"] = in_stock_at(context.item_stockout[rows], context.item_restock[rows], at).astype(float)
     columns["item_created_ts"] = context.item_created[rows].astype(float)
     return np.column_stack([columns[name] for name in ITEM_NUMERIC]).astype(np.float32)
 

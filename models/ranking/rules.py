@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
-from models.data.clock import DAY_SECONDS, unix_seconds
+from models.data.clock import DAY_SECONDS, unix_seconds, unix_seconds_or_nan
+from models.data.contract import in_stock_at
 from models.settings import Settings
 
 
@@ -56,7 +57,9 @@ class Catalog:
     item_ids: np.ndarray
     categories: np.ndarray
     prices: np.ndarray
-    in_stock: np.ndarray
+    stockout: np.ndarray
+    restock: np.ndarray
+    """Stock-out and restock times per item (unix seconds, NaN: none): stock is known as of any time."""
     created: np.ndarray
 
     @classmethod
@@ -66,16 +69,22 @@ class Catalog:
             item_ids=items[C.ITEM_ID].to_numpy().astype(str),
             categories=items[C.CATEGORY].to_numpy().astype(str),
             prices=items[C.PRICE].to_numpy(dtype=float),
-            in_stock=items[C.IN_STOCK].to_numpy(dtype=bool),
+            stockout=unix_seconds_or_nan(items[C.STOCKOUT_AT]),
+            restock=unix_seconds_or_nan(items[C.RESTOCK_AT]),
             created=unix_seconds(items[C.CREATED_AT]),
         )
 
-    def eligible(self, rows: np.ndarray, filters: Filters, rules: RulesConfig, exclude: frozenset[str]) -> np.ndarray:
-        """Mask over ``rows`` of items that pass every hard filter."""
+    def in_stock(self, rows: np.ndarray, as_of: float) -> np.ndarray:
+        return in_stock_at(self.stockout[rows], self.restock[rows], as_of)
+
+    def eligible(
+        self, rows: np.ndarray, filters: Filters, rules: RulesConfig, exclude: frozenset[str], as_of: float
+    ) -> np.ndarray:
+        """Mask over ``rows`` of items that pass every hard filter at time ``as_of``."""
         mask = np.ones(len(rows), dtype=bool)
         stock_only = rules.in_stock_only if filters.in_stock_only is None else filters.in_stock_only
         if stock_only:
-            mask &= self.in_stock[rows]
+            mask &= self.in_stock(rows, as_of)
         if filters.categories:
             mask &= np.isin(self.categories[rows], list(filters.categories))
         if filters.max_price is not None:
@@ -106,7 +115,7 @@ def apply_rules(
 ) -> RuledList:
     """Filter, boost, cap and fill; returns the final rows (best first), their scores and what each rule did."""
     applied: dict[str, object] = {}
-    keep = catalog.eligible(rows, filters, rules, exclude)
+    keep = catalog.eligible(rows, filters, rules, exclude, as_of)
     applied["filtered_out"] = int((~keep).sum())
     rows, scores = rows[keep], scores[keep].astype(np.float64)
     if rules.freshness_weight > 0 and len(rows):
@@ -127,7 +136,7 @@ def apply_rules(
         final_scores += list(scores[extra])
     if len(final_rows) < k and len(fill_order):
         filled = _fill(catalog, np.asarray(fill_order), k - len(final_rows), filters, rules,
-                       exclude | frozenset(catalog.item_ids[final_rows].tolist()))  # fmt: skip
+                       exclude | frozenset(catalog.item_ids[final_rows].tolist()), as_of)  # fmt: skip
         applied["filled"] = len(filled)
         low = (min(final_scores) if final_scores else 0.0) - 1.0
         final_rows += filled
@@ -151,12 +160,12 @@ def _cap_categories(categories: np.ndarray, k: int, cap: int) -> tuple[list[int]
 
 
 def _fill(catalog: Catalog, order: np.ndarray, needed: int, filters: Filters, rules: RulesConfig,
-          exclude: frozenset[str]) -> list[int]:  # fmt: skip
+          exclude: frozenset[str], as_of: float) -> list[int]:  # fmt: skip
     """The first ``needed`` eligible items of a fallback order (e.g. popularity)."""
     filled: list[int] = []
     for start in range(0, len(order), 4096):
         block = order[start : start + 4096]
-        good = block[catalog.eligible(block, filters, rules, exclude)]
+        good = block[catalog.eligible(block, filters, rules, exclude, as_of)]
         filled += good[: needed - len(filled)].tolist()
         if len(filled) >= needed:
             break

@@ -26,7 +26,7 @@ from models.retrieval.stage1 import load_stage1
 
 ITEM_TABLE = "features/item_features.parquet"
 CATALOG_TABLE = "features/catalog.parquet"
-CATALOG_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.PRICE, C.IN_STOCK, C.CREATED_AT)
+CATALOG_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.PRICE, C.STOCKOUT_AT, C.RESTOCK_AT, C.CREATED_AT)
 """The items table's columns the business rules read (stock, category, price, launch time)."""
 
 

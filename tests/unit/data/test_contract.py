@@ -195,3 +195,28 @@ def test_all_problems_reported_at_once():
         )
     assert len(raised.value.issues) == 2
     assert "2 problem(s)" in str(raised.value)
+
+
+def test_a_stock_flag_alone_means_out_of_stock_from_the_data_end_on():
+    dataset = validate()
+    stockout = dataset.items.set_index(C.ITEM_ID)[C.STOCKOUT_AT]
+    assert stockout["b"] == pd.Timestamp("2025-06-03T10:00:00Z")  # the last event: the past is not filtered
+    assert stockout[["a", "c"]].isna().all()
+
+
+def test_stock_times_give_the_flag_at_the_data_end():
+    frame = items(**{C.STOCKOUT_AT: ["2025-05-01", None, "2025-05-01"], C.RESTOCK_AT: [None, None, "2025-05-10"]})
+    dataset = validate(items_frame=frame.drop(columns=[C.IN_STOCK]))
+    assert dataset.items[C.IN_STOCK].tolist() == [False, True, True]
+
+
+def test_restock_before_its_stockout():
+    message = single_issue(items_frame=items(**{C.STOCKOUT_AT: ["2025-05-02", None, None],
+                                                C.RESTOCK_AT: ["2025-05-01", None, None],
+                                                C.IN_STOCK: [True, True, True]}))  # fmt: skip
+    assert "column 'restock_at'" in message and "before the stock-out" in message and "rows [0]" in message
+
+
+def test_stock_flag_disagreeing_with_stock_times():
+    message = single_issue(items_frame=items(**{C.STOCKOUT_AT: [None, None, "2025-05-01"]}))
+    assert "column 'in_stock'" in message and "disagree" in message and "rows [1, 2]" in message

@@ -28,7 +28,8 @@ def context() -> FeatureContext:
             C.CATEGORY: ["shoes", "shoes", "books", "books"],
             C.CREATED_AT: [day(-100), day(-50), day(-10), day(5)],
             C.PRICE: [100.0, 50.0, 10.0, 30.0],
-            C.IN_STOCK: [True, True, False, True],
+            C.STOCKOUT_AT: [pd.NaT, day(1), day(5), pd.NaT],
+            C.RESTOCK_AT: [pd.NaT, day(3), pd.NaT, pd.NaT],
         }
     )
     users = pd.DataFrame(
@@ -56,10 +57,19 @@ def test_item_windows_count_strictly_before_the_snapshot(context):
     assert frame.loc["a", "item_positives_all"] == 1  # the purchase
     assert frame.loc["a", "item_mean_weight"] == pytest.approx((1 + 5 + 1) / 3)
     assert frame.loc["a", "item_positive_rate"] == pytest.approx((1 + 1) / (3 + 4))
-    assert frame.loc["c", "item_in_stock"] == 0.0
+    assert frame.loc["c", "item_in_stock"] == 0.0  # out since day 5
+    assert frame.loc["b", "item_in_stock"] == 1.0  # out on days 1-3, restocked
     # price tier: percentile within the category
     assert frame.loc["a", "item_price_tier"] == 1.0 and frame.loc["b", "item_price_tier"] == 0.5
     assert list(frame.columns[1:-1]) == list(ITEM_NUMERIC)
+
+
+def test_stock_is_known_as_of_each_time(context):
+    at = [day(0.5), day(2), day(4), day(6)]
+    frame = item_snapshots(context, ["b", "c", "b", "c"], at)
+    assert frame["item_in_stock"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    b_during = item_snapshots(context, ["b"], [day(2)])
+    assert b_during["item_in_stock"].tolist() == [0.0]
 
 
 def test_user_profile(context):
