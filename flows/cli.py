@@ -47,6 +47,7 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     methods = summary["methods"]
     print(f"\n=== pipeline on '{summary['dataset']}' finished in {seconds:.0f} s ===")
     print("per-stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()))
+    print("per-stage peak memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["peak_memory_mb"].items()))
     print(
         "stage-1 recall (merged): " + ", ".join(f"@{k} {v:.3f}" for k, v in summary["stage1_recall"]["merged"].items())
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from prefect import flow, task
 
 from flows.common import IO_RETRIES, link_tree
 from flows.features import SNAPSHOT_FILE, features_flow
+from flows.memory import StageLog
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
 from flows.stage1 import SECTION_FILE, fingerprint_dataset, stage1_flow
@@ -90,38 +90,29 @@ def build_bento(version: str, settings: Settings) -> str:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[str, Any]:
     """The whole offline pipeline for one dataset; returns a summary with per-stage times."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    dataset_dir = prepare_dataset(kind, data_dir, settings)
-    fingerprint = fingerprint_dataset(dataset_dir)
-    timings["data"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings, publish=False)
-    timings["stage1"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
-    timings["features"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["recall"], settings)
-    timings["reranker"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    version = publish_version(dataset_dir, stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
-                              reranker["report"], fingerprint, settings)  # fmt: skip
-    timings["publish"] = time.perf_counter() - started
+    log = StageLog()
+    with log.stage("data"):
+        dataset_dir = prepare_dataset(kind, data_dir, settings)
+        fingerprint = fingerprint_dataset(dataset_dir)
+    with log.stage("stage1"):
+        stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings, publish=False)
+    with log.stage("features"):
+        features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
+    with log.stage("reranker"):
+        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["recall"], settings)
+    with log.stage("publish"):
+        version = publish_version(dataset_dir, stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
+                                  reranker["report"], fingerprint, settings)  # fmt: skip
     bento = None
     if settings.build_bento:
-        started = time.perf_counter()
-        bento = build_bento(version, settings)
-        timings["bento"] = time.perf_counter() - started
+        with log.stage("bento"):
+            bento = build_bento(version, settings)
     return {
         "bento": bento,
         "dataset": Path(dataset_dir).name,
         "version": version,
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "timings_s": log.seconds,
+        "peak_memory_mb": log.peak_mb,
         "stage1_recall": stage1["recall"],
         "methods": reranker["report"]["methods"],
         "ablation": reranker["report"].get("ablation", {}),

@@ -50,6 +50,28 @@ class Settings(BaseSettings):
     als_negative_weight: float = Field(
         default=0.3, ge=0, le=1, description="ALS confidence of a non-positive interaction (positives: 1)."
     )
+    ease_l2: float = Field(default=100.0, gt=0, description="EASE^R's L2 penalty (the start of its tuning).")
+    rp3beta_alpha: float = Field(default=1.0, gt=0, description="RP3beta's exponent on walk probabilities.")
+    rp3beta_beta: float = Field(default=0.5, ge=0, description="RP3beta's popularity penalty exponent.")
+    item_knn_shrink: float = Field(default=100.0, ge=0, description="item-kNN cosine shrinkage.")
+    item_knn_neighbours: int = Field(default=100, ge=0, description="item-kNN neighbours per item (0: all).")
+    item_item_max_items: int = Field(
+        default=12_000,
+        gt=0,
+        description="Item-item models (EASE^R, RP3beta, item-kNN) are fitted over the most frequent items up to this "
+        "many: their fit holds dense item x item matrices (12 000 items: 0.6 GB each, float32).",
+    )
+    item_item_neighbours: int = Field(
+        default=1000, gt=0, description="Neighbours kept per item in a published item-item table (stage-1 source)."
+    )
+    tuning: bool = Field(
+        default=True, description="Search the peers' (and stage 1's) hyperparameters on the validation cut."
+    )
+    tuning_trials: int = Field(default=12, gt=0, description="Optuna trials per peer, at most.")
+    tuning_seconds_per_peer: float = Field(default=120.0, gt=0, description="Time budget per peer's search.")
+    tuning_max_users: int | None = Field(
+        default=2000, description="Validation users each tuning trial is scored on (a seeded sample beyond)."
+    )
     candidate_weights: dict[str, float] = Field(
         default={"collaborative": 1.0, "graph": 0.7, "popular": 0.5, "semantic": 0.3, "fresh": 0.1},
         description="Reciprocal-rank-fusion weight of each stage-1 source.",

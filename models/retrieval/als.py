@@ -109,7 +109,7 @@ class CollaborativeModel:
 
 
 def fit_als(
-    interactions: pd.DataFrame, item_ids: Sequence[str], params: AlsParams, threads: int = 0
+    interactions: pd.DataFrame, item_ids: Sequence[str] | np.ndarray, params: AlsParams, threads: int = 0
 ) -> CollaborativeModel:
     """Fit implicit's ALS on binary user × item interactions."""
     from implicit.als import AlternatingLeastSquares
