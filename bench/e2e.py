@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def known_users(state_dir: Path, count: int, seed: int = 5) -> list[str]:
     """Users the published version was trained on (their features are in the online store)."""
-    users = np.load(state_dir / "versions" / "current" / "stage1" / "als" / "user_ids.npy", allow_pickle=False)
+    users = np.load(state_dir / "versions" / "current" / "stage1" / "ials" / "user_ids.npy", allow_pickle=False)
     rng = np.random.default_rng(seed)
     return [str(u) for u in rng.choice(users, size=min(count, len(users)), replace=False)]
 

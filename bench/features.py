@@ -35,7 +35,7 @@ def run_features(fixture: ServingFixture, repeats: int = 5, store_repeats: int =
 
     def store_block(p: Prepared) -> ItemBlock:
         frame = online_item_features(fixture.store, p.retrieval.candidates.item_ids.tolist())
-        return ItemBlock.from_frame(frame, recommender.spec)
+        return ItemBlock.from_frame(frame)
 
     def from_store(p: Prepared) -> np.ndarray:
         return recommender.feature_matrix(p.request, p.retrieval, p.user, store_block(p))

@@ -74,15 +74,13 @@ def load_fixture(version_dir: Path, users: int, seed: int = 11) -> ServingFixtur
     state_dir = version_dir.parent.parent
     settings = Settings(state_dir=state_dir)
     started = time.perf_counter()
-    recommender, manifest = load_recommender(version_dir, RulesConfig.from_settings(Settings()))
+    recommender, manifest = load_recommender(version_dir, RulesConfig.from_settings(settings))
     store = open_store(settings, manifest["features"]["store"]["dataset"])
     load_seconds = time.perf_counter() - started
     recommender.k_candidates = CANDIDATES  # the published K is what the sweep chose; the goal is stated at 500
     as_of = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
-    collaborative = recommender.stage1.collaborative
-    assert collaborative is not None
     rng = np.random.default_rng(seed)
-    candidates = np.asarray(collaborative.user_ids, dtype=str)
+    candidates = np.asarray(recommender.stage1.ials.user_ids, dtype=str)
     chosen = rng.choice(candidates, size=min(len(candidates), users * 2), replace=False).tolist()
     log(f"fixture: {version_dir.name}, reading {len(chosen)} users from the online store, stage 1 at {CANDIDATES}")
     frame = online_user_features(store, chosen)

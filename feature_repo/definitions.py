@@ -34,6 +34,8 @@ from models.features.spec import (
     USER_SEEN_ITEMS,
     USER_TOP_CATEGORIES,
     USER_TOP_SHARES,
+    USER_TOP_TAG_SHARES,
+    USER_TOP_TAGS,
     USER_VIEW,
     user_categorical_name,
 )
@@ -61,6 +63,8 @@ def build_definitions(feature_data_dir: Path) -> list:
             *(Field(name=user_categorical_name(name), dtype=String) for name in USER_CATEGORICAL),
             Field(name=USER_TOP_CATEGORIES, dtype=Array(String)),
             Field(name=USER_TOP_SHARES, dtype=Array(Float32)),
+            Field(name=USER_TOP_TAGS, dtype=Array(String)),
+            Field(name=USER_TOP_TAG_SHARES, dtype=Array(Float32)),
         ],
         description="User activity, taste and price profile as of each snapshot time",
     )  # fmt: skip

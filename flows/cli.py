@@ -52,19 +52,16 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
         "stage-1 recall (merged): " + ", ".join(f"@{k} {v:.3f}" for k, v in summary["stage1_recall"]["merged"].items())
     )
     conversions = all("conversion_ndcg@10" in values for values in methods.values())
-    print(f"{'method':<12}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}" + ("  NDCG@10 carts+purchases" * conversions))
+    print(f"{'method':<40}{'NDCG@10':>10}{'Recall@10':>11}{'MAP@10':>9}" + ("  NDCG@10 carts+purchases" * conversions))
     for name, values in methods.items():
-        line = f"{name:<12}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}"
+        line = f"{name:<40}{values['ndcg@10']:>10.4f}{values['recall@10']:>11.4f}{values['map@10']:>9.4f}"
         print(line + (f"{values['conversion_ndcg@10']:>25.4f}" if conversions else ""))
-    for name, values in summary.get("ablation", {}).items():
-        extra = f", carts+purchases {values['conversion_ndcg@10']:.4f}" if "conversion_ndcg@10" in values else ""
-        print(f"{name}: NDCG@10 {values['ndcg@10']:.4f}{extra}  (ablation: the same training without those features)")
     gain = summary["two_stage_vs_best_peer"]
     print(
-        f"two-stage / best single-stage peer ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
+        f"two-stage / best tuned peer ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
         f"(95% interval over test users {gain['ci95'][0]:.2f}-{gain['ci95'][1]:.2f}x)"
     )
-    print(f"chosen candidate-set size K: {summary['k_candidates']}")
+    print(f"served: K = {summary['served']['k_candidates']} candidates, rules {summary['served']['rules']}")
     registration = summary["registration"]
     print(f"model: {registration['model']} v{registration['version']} (champion: {registration['promoted']})")
     print(f"published version: {summary['version']}")

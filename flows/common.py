@@ -30,11 +30,18 @@ def work_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def settings_key(settings: Settings, *fields: str) -> dict[str, Any]:
-    """The settings a step depends on (so unrelated settings do not invalidate its cache), plus the library's code
-    fingerprint: Prefect's TASK_SOURCE only sees the task body, not the ``models`` code it calls."""
+RUNTIME_ONLY = frozenset({
+    "state_dir", "dask_address", "threads", "reload_interval_seconds", "online_store", "redis_url", "build_bento",
+    "registered_model", "embedding_shard_size",
+})  # fmt: skip
+"""Settings that change where or how fast a step runs, never what it computes."""
+
+
+def settings_key(settings: Settings) -> dict[str, Any]:
+    """Everything a step's result may depend on: the settings (but where and how fast it runs) and the library's
+    code fingerprint — Prefect's TASK_SOURCE only sees the task body, not the ``models`` code it calls."""
     dumped = settings.model_dump(mode="json")
-    return {**{name: dumped[name] for name in fields}, "code": code_fingerprint()}
+    return {**{k: v for k, v in dumped.items() if k not in RUNTIME_ONLY}, "code": code_fingerprint()}
 
 
 @functools.cache

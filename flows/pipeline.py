@@ -19,7 +19,7 @@ from flows.features import SNAPSHOT_FILE, features_flow
 from flows.memory import StageLog
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
-from flows.stage1 import SECTION_FILE, fingerprint_dataset, stage1_flow
+from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset, stage1_flow
 from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
@@ -27,7 +27,7 @@ from models.ranking.rules import RulesConfig
 from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, smoke_test
 from models.recommender.versions import VersionStore
 from models.settings import Settings
-from models.training.steps import RANKER_SECTION, SPEC_FILE
+from models.training.steps import RANKER_SECTION, SPEC_FILE, STAGE1_FILE
 
 
 @task(**IO_RETRIES)
@@ -95,13 +95,16 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
         dataset_dir = prepare_dataset(kind, data_dir, settings)
         fingerprint = fingerprint_dataset(dataset_dir)
     with log.stage("stage1"):
-        stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings, publish=False)
+        stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings)
     with log.stage("features"):
         features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
     with log.stage("reranker"):
-        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["recall"], settings)
+        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["tuning"], settings)
+    with log.stage("serving_stage1"):
+        config = json.loads((Path(reranker["ranker_dir"]) / STAGE1_FILE).read_text())
+        stage1_dir = build_serving_stage1(dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
-        version = publish_version(dataset_dir, stage1["stage1_dir"], features["snapshot_dir"], reranker["ranker_dir"],
+        version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
                                   reranker["report"], fingerprint, settings)  # fmt: skip
     bento = None
     if settings.build_bento:
@@ -113,9 +116,9 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
         "version": version,
         "timings_s": log.seconds,
         "peak_memory_mb": log.peak_mb,
-        "stage1_recall": stage1["recall"],
+        "stage1_recall": reranker["report"]["stage1_recall_all_k"],
+        "served": reranker["report"]["served"],
         "methods": reranker["report"]["methods"],
-        "ablation": reranker["report"].get("ablation", {}),
         "two_stage_vs_best_peer": reranker["report"]["two_stage_vs_best_peer"],
         "k_candidates": reranker["report"]["k_candidates"],
         "report_path": reranker["report_path"],

@@ -17,21 +17,14 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
-from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure
+from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure, recall_curve_figure
 from models.data.tables import load_saved_dataset
 from models.evaluation.offline import evaluation_step
 from models.files import write_json
 from models.ranking.ranker import Ranker
 from models.settings import Settings
-from models.training.steps import SPEC_FILE, load_ranker, train_step, training_step
+from models.training.steps import RANKER_SECTION, load_ranker, train_step, training_step, validation_ndcg
 
-RERANKER_SETTINGS = (
-    "seed", "test_fraction", "label_fraction", "candidates_k", "train_max_users", "ranker_rounds",
-    "ranker_learning_rate", "ranker_leaves", "ranker_min_data_in_leaf", "ranker_early_stopping",
-    "ranker_valid_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
-    "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory",
-)  # fmt: skip
-EVAL_SETTINGS = (*RERANKER_SETTINGS, "eval_max_users", "k_tolerance")
 DONE = "done.json"
 
 
@@ -42,13 +35,14 @@ def registered_model_name(settings: Settings, dataset: str) -> str:
 
 @task(**CACHED)
 def build_training_set(
-    dataset_dir: str, fingerprint: str, vectors_path: str, config: dict[str, Any], settings: Settings
-) -> str:
-    out = work_dir(settings, "training_set", work_key(fingerprint, Path(vectors_path).name, config))
+    dataset_dir: str, fingerprint: str, vectors_path: str, peer_params: dict[str, Any], config: dict[str, Any],
+    settings: Settings,
+) -> str:  # fmt: skip
+    out = work_dir(settings, "training_set", work_key(fingerprint, Path(vectors_path).name, peer_params, config))
     if not (out / DONE).exists():
         dataset = load_saved_dataset(Path(dataset_dir))
         apply_definitions(dataset.name, settings)
-        stats = training_step(dataset, np.load(vectors_path), settings, out)
+        stats = training_step(dataset, np.load(vectors_path), peer_params, settings, out)
         write_json(stats, out / DONE)
     return str(out)
 
@@ -58,41 +52,51 @@ def train_reranker(training_dir: str, config: dict[str, Any], settings: Settings
     out = work_dir(settings, "ranker", work_key(Path(training_dir).name, config))
     if not (out / DONE).exists():
         section = train_step(Path(training_dir), settings, out)
-        write_json({"best_iteration": section["best_iteration"]}, out / DONE)
+        write_json({"k_candidates": section["k_candidates"]}, out / DONE)
     return str(out)
 
 
-def champion_ranker(name: str, spec_names: list[str]) -> tuple[Ranker | None, str | None]:
-    """The registered champion as a Ranker, if there is one with the same feature list."""
+def champion_ranker(name: str) -> tuple[Ranker | None, str | None]:
+    """The registered champion as a Ranker, if there is one."""
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None, None
     booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
-    if booster.feature_name() != spec_names:
-        return None, str(version.version)
-    return Ranker(booster, spec_names, [], booster.current_iteration()), str(version.version)
+    return Ranker(booster, booster.feature_name(), [], booster.current_iteration()), str(version.version)
 
 
 @task
+def compare_with_champion(training_dir: str, ranker_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
+    """The champion's NDCG@10 on the same validation users and candidates as the new ranker's out-of-fold figure."""
+    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
+    champion, version = champion_ranker(registered_model_name(settings, dataset))
+    section = json.loads((Path(ranker_dir) / RANKER_SECTION).read_text())
+    comparison: dict[str, Any] = {"champion_version": version, "validation_ndcg@10": section["validation_ndcg"]}
+    if champion is not None:
+        scores = validation_ndcg(Path(training_dir), champion, int(section["k_candidates"]))
+        comparison["champion_validation_ndcg@10"] = float(scores.mean()) if scores is not None else None
+    return comparison
+
+
+@task(**CACHED)
 def evaluate_reranker(
-    dataset_dir: str, vectors_path: str, ranker_dir: str, training_dir: str, settings: Settings
-) -> dict[str, Any]:
+    dataset_dir: str, vectors_path: str, ranker_dir: str, training_dir: str, config: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:  # fmt: skip
+    """The test evaluation: touched once per configuration (a re-run with the same inputs reuses it)."""
     dataset = load_saved_dataset(Path(dataset_dir))
-    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset.name}")
-    spec_names = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())["names"]
-    champion, champion_version = champion_ranker(registered_model_name(settings, dataset.name), spec_names)
-    report = evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), settings, champion, Path(training_dir))
-    report["champion_version"] = champion_version
-    return report
+    return evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), Path(training_dir), settings)
 
 
 @task
 def log_and_register(
-    report: dict[str, Any], training_dir: str, ranker_dir: str, fingerprint: str, settings: Settings
-) -> dict[str, Any]:
-    """One MLflow run: params, metrics, plots, the evaluation table; register the model; move the alias on a win."""
+    report: dict[str, Any], comparison: dict[str, Any], training_dir: str, ranker_dir: str, fingerprint: str,
+    settings: Settings,
+) -> dict[str, Any]:  # fmt: skip
+    """One MLflow run: params, metrics, plots, the evaluation; register the model; the ``champion`` alias moves
+    only when the new ranker beats the champion on the same validation users (test is never used to choose)."""
     dataset = report["dataset"]
     configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
     ranker, _, section = load_ranker(Path(ranker_dir))
@@ -100,11 +104,11 @@ def log_and_register(
     name = registered_model_name(settings, dataset)
     with mlflow.start_run(run_name="reranker") as run:
         mlflow.set_tags({"stage": "reranker", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
-        mlflow.log_params({f"reranker.{k}": v for k, v in settings_key(settings, *EVAL_SETTINGS).items()})
+        mlflow.log_params({k: str(v)[:500] for k, v in settings_key(settings).items()})
         mlflow.log_params({"best_iteration": section["best_iteration"], "chosen_k_candidates": report["k_candidates"]})
         mlflow.log_metrics({f"training_{k}": v for k, v in training.items()})
-        mlflow.log_metric("valid_ndcg_at_10", section["valid_ndcg@10"])
-        for method, values in {**report["methods"], **report.get("ablation", {})}.items():
+        mlflow.log_metric("validation_ndcg_at_10", section["validation_ndcg"])
+        for method, values in report["methods"].items():
             mlflow.log_metrics({f"{method}_{k.replace('@', '_at_')}": v for k, v in values.items()})
         for source, by_k in report["stage1_recall_all_k"].items():
             mlflow.log_metrics({f"stage1_recall_{source}_at_{k}": v for k, v in by_k.items()})
@@ -117,8 +121,10 @@ def log_and_register(
         top = sorted(section["importance"].items(), key=lambda kv: -kv[1])[:25]
         log_figure(figure_bar(dict(top), "Feature importance (gain)"), "feature_importance.png")
         sweep = report["k_sweep"]["rows"]
-        log_figure(figure_lines({"NDCG@10": {r["k_candidates"]: r["ndcg@10"] for r in sweep}},
+        log_figure(figure_lines({"validation NDCG@10": {r["k_candidates"]: r["ndcg@10"] for r in sweep}},
                                 "Candidate-set size: NDCG@10 by K", "K candidates", "NDCG@10"), "ndcg_by_k.png")  # fmt: skip
+        log_figure(recall_curve_figure({s: {int(k): v for k, v in by_k.items()}
+                                        for s, by_k in report["stage1_recall_all_k"].items()}), "stage1_recall_at_k.png")  # fmt: skip
         info = mlflow.lightgbm.log_model(
             ranker.booster,
             name="reranker",
@@ -126,20 +132,20 @@ def log_and_register(
             pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
         )  # no slow inference
         version = info.registered_model_version
-        new_ndcg = report["methods"]["two_stage"]["ndcg@10"]
-        old_ndcg = report.get("champion_ndcg@10")
+        new_ndcg = comparison["validation_ndcg@10"]
+        old_ndcg = comparison.get("champion_validation_ndcg@10")
         promoted = old_ndcg is None or new_ndcg > old_ndcg
         client = MlflowClient()
-        client.set_model_version_tag(name, str(version), "ndcg_at_10", f"{new_ndcg:.5f}")
+        client.set_model_version_tag(name, str(version), "validation_ndcg_at_10", f"{new_ndcg:.5f}")
         if promoted:
             client.set_registered_model_alias(name, "champion", str(version))
-        mlflow.set_tags({"champion": str(promoted), "compared_with_champion_ndcg": str(old_ndcg)})
+        mlflow.set_tags({"champion": str(promoted), "compared_with_champion_validation_ndcg": str(old_ndcg)})
         return {"run_id": run.info.run_id, "model": name, "version": str(version), "promoted": promoted,
-                "champion_ndcg@10": old_ndcg, "ndcg@10": new_ndcg}  # fmt: skip
+                "champion_validation_ndcg@10": old_ndcg, "validation_ndcg@10": new_ndcg}  # fmt: skip
 
 
 def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:
-    methods = {**report["methods"], **report.get("ablation", {})}
+    methods = report["methods"]
     return {
         "method": list(methods),
         **{
@@ -153,8 +159,7 @@ def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:
 def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> Path:
     """``evaluation.json`` in this run's report folder under the state folder."""
     folder = settings.reports_dir / slug(report["dataset"]) / run_name
-    folder.mkdir(parents=True, exist_ok=True)
-    public = {k: report[k] for k in ("dataset", "k_candidates", "methods", "stage1_recall")}
+    public = {k: report[k] for k in ("dataset", "k_candidates", "served", "methods", "stage1_recall")}
     extra = {k: v for k, v in report.items() if k not in public}
     path = folder / "evaluation.json"
     write_json({**public, "details": extra}, path)
@@ -163,26 +168,25 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
 
 @flow(name="reranker", log_prints=True)
 def reranker_flow(
-    dataset_dir: str,
-    fingerprint: str,
-    vectors_path: str,
-    stage1_recall: dict[str, dict[str, float]],
-    settings: Settings,
+    dataset_dir: str, fingerprint: str, vectors_path: str, tuning: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
-    """Build the training set, train, evaluate against the baselines, size K, log and register.
-
-    ``stage1_recall`` (Recall@K per source, from the stage-1 flow on the same split) joins the report."""
-    config = settings_key(settings, *RERANKER_SETTINGS)
-    training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, config, settings)
+    """Build the training set on the validation cut, cross-validate K and train, evaluate once on test against the
+    tuned peers, compare with the champion on validation, log and register."""
+    config = settings_key(settings)
+    training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, tuning["params"], config, settings)
     ranker_dir = train_reranker(training_dir, config, settings)
-    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, training_dir, settings)
-    report["stage1_recall_all_k"] = stage1_recall
-    report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")} for name, by_k in stage1_recall.items()}
-    registration = log_and_register(report, training_dir, ranker_dir, fingerprint, settings)
+    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, training_dir, config, settings)
+    report["tuning"] = {k: tuning[k] for k in ("params", "validation_ndcg@10", "trials", "seconds")}
+    report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")}
+                               for name, by_k in report["stage1_recall_all_k"].items()}  # fmt: skip
+    comparison = compare_with_champion(training_dir, ranker_dir, report["dataset"], settings)
+    report["champion"] = comparison
+    registration = log_and_register(report, comparison, training_dir, ranker_dir, fingerprint, settings)
     table = evaluation_table(report)
     rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
     create_table_artifact(rows, key=f"evaluation-{slug(report['dataset'])}",
                           description=f"NDCG@10 / Recall@10 / MAP@10 on {report['dataset']}, chosen K {report['k_candidates']}")  # fmt: skip
     path = write_report(report, settings, registration["run_id"])
     print(f"evaluation report: {path}")
-    return {"report": report, "report_path": str(path), "ranker_dir": ranker_dir, "registration": registration}
+    return {"report": report, "report_path": str(path), "ranker_dir": ranker_dir, "training_dir": training_dir,
+            "registration": registration}  # fmt: skip

@@ -1,4 +1,5 @@
-"""Stage-1 flow: embed items → fit sources and build FAISS indexes → measure recall → log to MLflow → publish."""
+"""Stage-1 flow: embed items → tune the peers (stage 1's models) on the validation cut → log the search to MLflow.
+Serving's stage 1 is fitted (``build_serving_stage1``) once the re-ranker flow has chosen the fusion weights."""
 
 from __future__ import annotations
 
@@ -13,24 +14,19 @@ import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
 
-from flows.common import CACHED, IO_RETRIES, link_tree, settings_key, slug, work_dir, work_key
-from flows.tracking import configure_mlflow, flat_metrics, log_figure, recall_curve_figure
+from flows.common import CACHED, IO_RETRIES, code_fingerprint, settings_key, slug, work_dir, work_key
+from flows.tracking import configure_mlflow
 from models.data import columns as C
 from models.data.tables import dataset_fingerprint, load_saved_dataset
-from models.evaluation.recall import RECALL_KS, evaluate_stage1_step
+from models.evaluation.tuning import tune_peers as tune_peer_params
 from models.files import write_json, write_npy
-from models.recommender.versions import VersionStore
-from models.retrieval.stage1 import build_stage1_step
+from models.retrieval.stage1 import Stage1Config, build_stage1_step
 from models.settings import Settings
 from models.text.cache import EmbeddingCache, embed_item_range, embed_items_to_file, read_item_texts, texts_digest
 from models.text.encoders import make_encoder
 from models.text.model import encoder_name
+from models.training.steps import validation_cut
 
-STAGE1_SETTINGS = (
-    "seed", "test_fraction", "als_factors", "als_regularization", "als_iterations", "als_alpha", "als_negative_weight", "candidate_weights", "candidate_reserved", "graph_top_m", "availability_grace_days",
-    "popular_half_life_days", "semantic_half_life_days", "fresh_window_days", "index_factory", "ann_target_recall",
-    "candidates_k", "recall_max_users",
-)  # fmt: skip
 SECTION_FILE = "section.json"
 
 
@@ -89,88 +85,65 @@ def embed(dataset_dir: str, fingerprint: str, settings: Settings) -> str:
 
 
 @task(**CACHED)
-def evaluate_stage1(
-    dataset_dir: str, fingerprint: str, vectors_path: str, config: dict[str, Any], settings: Settings
-) -> dict[str, Any]:
-    return evaluate_stage1_step(load_saved_dataset(Path(dataset_dir)), np.load(vectors_path), settings)
+def tune_peers(dataset_dir: str, fingerprint: str, config: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The peers' hyperparameters searched on the validation cut (Optuna, time and trial budget per peer)."""
+    dataset = load_saved_dataset(Path(dataset_dir))
+    _, inner = validation_cut(dataset, settings)
+    return tune_peer_params(inner, dataset.items[C.ITEM_ID].to_numpy().astype(str), settings).to_json()
+
+
+@task
+def log_tuning_run(tuning: dict[str, Any], fingerprint: str, dataset: str, settings: Settings) -> str:
+    """One MLflow run for the search, each trial a child run (params, validation NDCG@10, seconds)."""
+    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
+    with mlflow.start_run(run_name="tuning") as parent:
+        mlflow.set_tags({"stage": "tuning", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
+        for peer, params in tuning["params"].items():
+            mlflow.log_params({f"{peer}.{k}": v for k, v in params.items()})
+        mlflow.log_metrics({f"{peer}_validation_ndcg_at_10": v for peer, v in tuning["validation_ndcg@10"].items()})
+        mlflow.log_metrics({f"{peer}_tuning_seconds": v for peer, v in tuning["seconds"].items()})
+        for trial in tuning["history"]:
+            with mlflow.start_run(run_name=f"{trial['peer']}-{trial['trial']}", nested=True):
+                mlflow.set_tags({"stage": "tuning-trial", "peer": trial["peer"], "dataset": dataset})
+                mlflow.log_params(trial["params"])
+                mlflow.log_metrics({"validation_ndcg_at_10": trial["ndcg@10"], "seconds": trial["seconds"]})
+        return str(parent.info.run_id)
 
 
 @task(**CACHED)
-def build_stage1(
-    dataset_dir: str, fingerprint: str, vectors_path: str, config: dict[str, Any], settings: Settings
+def build_serving_stage1(
+    dataset_dir: str, fingerprint: str, vectors_path: str, stage1_config: dict[str, Any], settings: Settings
 ) -> str:
-    """Fit on all interactions into a work folder named by the inputs; an existing complete folder is reused."""
-    out = work_dir(settings, "stage1", work_key(fingerprint, Path(vectors_path).name, config))
+    """Fit stage 1 on every interaction with the configuration chosen on the validation cut, into a work folder
+    named by the inputs (an existing complete folder is reused)."""
+    out = work_dir(
+        settings, "stage1", work_key(fingerprint, Path(vectors_path).name, stage1_config, code_fingerprint())
+    )
     if not (out / SECTION_FILE).exists():
         shutil.rmtree(out, ignore_errors=True)
-        section = build_stage1_step(load_saved_dataset(Path(dataset_dir)), np.load(vectors_path), settings, out)
+        dataset = load_saved_dataset(Path(dataset_dir))
+        config = Stage1Config.from_json(stage1_config)
+        section = build_stage1_step(dataset, np.load(vectors_path), config, settings.embedding_backend, out)
         write_json(section, out / SECTION_FILE)
     return str(out)
 
 
-@task
-def log_stage1_run(
-    evaluation: dict[str, Any], stage1_dir: str, fingerprint: str, settings: Settings, dataset: str
-) -> str:
-    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
-    section = json.loads((Path(stage1_dir) / SECTION_FILE).read_text())
-    with mlflow.start_run(run_name="stage1") as run:
-        mlflow.set_tags({"stage": "stage1", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
-        mlflow.log_params({f"stage1.{k}": v for k, v in settings_key(settings, *STAGE1_SETTINGS).items()})
-        mlflow.log_metrics(flat_metrics("recall", evaluation["recall"]))
-        for name, entry in section["indexes"].items():
-            mlflow.log_params(
-                {
-                    f"{name}_index.factory": entry["factory"],
-                    **{f"{name}_index.{k}": v for k, v in entry["params"].items()},
-                }
-            )
-            mlflow.log_metrics({f"{name}_index_build_s": entry["build_seconds"], f"{name}_index_mb": entry["bytes"] / 2**20,
-                                f"{name}_ann_recall_vs_exact": entry["params"].get("recall_vs_exact", 1.0)})  # fmt: skip
-        mlflow.log_metrics({f"time_{k}": v for k, v in evaluation["timings"].items()})
-        log_figure(recall_curve_figure(evaluation["recall"]), "stage1_recall_at_k.png")
-        mlflow.log_dict(section, "stage1_section.json")
-        return str(run.info.run_id)
-
-
-@task
-def publish_stage1(stage1_dir: str, fingerprint: str, dataset: str, settings: Settings) -> str:
-    store = VersionStore(settings.versions_dir)
-    builder = store.start()
-    try:
-        link_tree(Path(stage1_dir), builder.path / "stage1")
-        (builder.path / "stage1" / SECTION_FILE).unlink()
-        builder.add_section("stage1", json.loads((Path(stage1_dir) / SECTION_FILE).read_text()))
-        return str(store.publish(builder, {"dataset": {"name": dataset, "fingerprint": fingerprint}}))
-    except BaseException:
-        store.discard(builder)
-        raise
-
-
-def recall_table(recall: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    return [{"source": name, **{f"R@{k}": round(by_k[str(k)], 4) for k in RECALL_KS}} for name, by_k in recall.items()]
+def tuning_table(tuning: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"peer": peer, "validation_ndcg@10": round(tuning["validation_ndcg@10"][peer], 4),
+             "trials": tuning["trials"][peer], "seconds": tuning["seconds"][peer],
+             "params": json.dumps(tuning["params"][peer])} for peer in tuning["params"]]  # fmt: skip
 
 
 @flow(name="stage1", log_prints=True)
-def stage1_flow(dataset_dir: str, settings: Settings, publish: bool = True) -> dict[str, Any]:
-    """Embed, index, evaluate and (optionally) publish stage 1 for a saved dataset."""
+def stage1_flow(dataset_dir: str, settings: Settings) -> dict[str, Any]:
+    """Embed the items and tune the peers (stage 1's models) on the validation cut of a saved dataset."""
     dataset = Path(dataset_dir).name
     fingerprint = fingerprint_dataset(dataset_dir)
     vectors = embed(dataset_dir, fingerprint, settings)
-    config = settings_key(settings, *STAGE1_SETTINGS)
-    evaluation = evaluate_stage1(dataset_dir, fingerprint, vectors, config, settings)
-    stage1_dir = build_stage1(dataset_dir, fingerprint, vectors, config, settings)
-    create_table_artifact(recall_table(evaluation["recall"]), key=f"stage1-recall-{slug(dataset)}",
-                          description=f"Stage-1 Recall@K by source on {dataset} (shared protocol)")  # fmt: skip
-    run_id = log_stage1_run(evaluation, stage1_dir, fingerprint, settings, dataset)
-    version = publish_stage1(stage1_dir, fingerprint, dataset, settings) if publish else None
-    for row in recall_table(evaluation["recall"]):
+    tuning = tune_peers(dataset_dir, fingerprint, settings_key(settings), settings)
+    run_id = log_tuning_run(tuning, fingerprint, dataset, settings)
+    create_table_artifact(tuning_table(tuning), key=f"tuning-{slug(dataset)}",
+                          description=f"Peers tuned on the validation cut of {dataset}")  # fmt: skip
+    for row in tuning_table(tuning):
         print(row)
-    return {
-        "recall": evaluation["recall"],
-        "stage1_dir": stage1_dir,
-        "vectors": vectors,
-        "mlflow_run_id": run_id,
-        "version": version,
-        "timings": evaluation["timings"],
-    }
+    return {"vectors": vectors, "tuning": tuning, "mlflow_run_id": run_id}

@@ -43,13 +43,10 @@ class Settings(BaseSettings):
         "see make bench).",
     )
 
-    als_factors: int = Field(default=32, gt=0)
-    als_regularization: float = Field(default=5.0, ge=0)
+    als_factors: int = Field(default=128, gt=0, description="iALS factors (the start of its tuning).")
+    als_regularization: float = Field(default=10.0, ge=0, description="iALS L2 penalty.")
     als_iterations: int = Field(default=15, gt=0)
-    als_alpha: float = Field(default=10.0, gt=0)
-    als_negative_weight: float = Field(
-        default=0.3, ge=0, le=1, description="ALS confidence of a non-positive interaction (positives: 1)."
-    )
+    als_alpha: float = Field(default=2.0, gt=0, description="iALS confidence scale of an interaction.")
     ease_l2: float = Field(default=100.0, gt=0, description="EASE^R's L2 penalty (the start of its tuning).")
     rp3beta_alpha: float = Field(default=1.0, gt=0, description="RP3beta's exponent on walk probabilities.")
     rp3beta_beta: float = Field(default=0.5, ge=0, description="RP3beta's popularity penalty exponent.")
@@ -73,54 +70,70 @@ class Settings(BaseSettings):
         default=2000, description="Validation users each tuning trial is scored on (a seeded sample beyond)."
     )
     candidate_weights: dict[str, float] = Field(
-        default={"collaborative": 1.0, "graph": 0.7, "popular": 0.5, "semantic": 0.3, "fresh": 0.1},
-        description="Reciprocal-rank-fusion weight of each stage-1 source.",
-    )
+        default={
+            "ease": 1.0, "rp3beta": 1.0, "item_knn": 1.0, "ials": 1.0, "ease_recent": 1.0, "sequence": 1.0,
+            "cooc_last": 0.0, "cooc_recent": 0.0, "popular_short": 1.0, "popular_long": 1.0, "semantic": 0.0,
+            "fresh": 0.0,
+        },
+        description="Reciprocal-rank-fusion weight of each stage-1 source (0: retrieved for features only); the start "
+        "of the fusion search on the validation cut.",
+    )  # fmt: skip
     candidate_reserved: dict[str, float] = Field(
-        default={"fresh": 0.02, "semantic": 0.02},
+        default={},
         description="Share of the candidate list reserved for a source's best items before fusion fills the rest.",
     )
-    graph_top_m: int = Field(default=200, gt=0, description="Neighbours kept per item in the RP3beta graph table.")
-    graph_beta: float = Field(default=0.5, ge=0, description="RP3beta popularity penalty exponent.")
-    graph_recent: int = Field(default=50, gt=0, description="Recent items of the user the graph source walks from.")
-    graph_decay: float = Field(
-        default=100.0,
-        gt=0,
-        description="Weight exp(-rank/decay) of the user's n-th most recent item in the graph query.",
+    fusion_tuning: bool = Field(default=True, description="Choose the fusion weights on the validation cut.")
+    item_item_history: int = Field(
+        default=500, gt=0, description="Most recent items of a user the EASE / RP3beta / item-kNN sources walk from."
     )
+    recent_items: int = Field(
+        default=5, gt=0, description="The user's last items the session sources (ease_recent, co-occurrence) use."
+    )
+    sequence_window: int = Field(default=5, gt=0, description="Steps ahead counted as 'came next' in sequences.")
     availability_grace_days: float = Field(
         default=0.0, ge=0, description="Items launched up to this long after the query time still count as available."
     )
-    popular_half_life_days: float = Field(default=14.0, gt=0)
+    popular_short_half_life_days: float = Field(default=7.0, gt=0, description="Trending popularity's half-life.")
+    popular_long_half_life_days: float = Field(default=90.0, gt=0, description="Steady popularity's half-life.")
     semantic_half_life_days: float = Field(default=30.0, gt=0)
     fresh_window_days: float = Field(default=30.0, gt=0)
     index_factory: str | None = Field(default=None, description="FAISS factory string; default: by catalogue size.")
     ann_target_recall: float = Field(default=0.95, gt=0, le=1)
     candidates_k: int = Field(
-        default=200,
+        default=500,
         gt=0,
         le=5000,
-        description="Candidates per request in training and evaluation (serving uses the K the sweep chose).",
+        description="The largest candidate-set size considered: the training set holds this many per user and the "
+        "K sweep (on the validation cut) picks the served K among the sizes up to it.",
     )
-    eval_max_users: int | None = Field(default=600, description="Cap on test users in evaluations (None: all).")
-    recall_max_users: int | None = Field(default=500, description="Cap on test users in the stage-1 Recall@K report.")
+    k_sweep: tuple[int, ...] = Field(default=(50, 100, 200, 500), description="Candidate-set sizes compared.")
+    eval_max_users: int | None = Field(
+        default=10_000, description="Test users evaluated (the protocol's all, up to this many: a sample beyond)."
+    )
+    recall_max_users: int | None = Field(
+        default=10_000, description="Test users of the stage-1 Recall@K report (a sample beyond)."
+    )
     threads: int = Field(default=2, gt=0, description="CPU threads for torch, FAISS and LightGBM in batch steps.")
 
     train_max_users: int | None = Field(
-        default=5000,
-        description="Cap on users in the re-ranker's training set (a sample when more have labels): building it costs "
-        "~16 ms per user here. On the demo catalog 2 000 users give two-stage 0.91x ALS, all 5 000 1.08x.",
+        default=20_000,
+        description="Users in the re-ranker's training set (every validation-cut user with a positive, up to this "
+        "many: a seeded sample beyond).",
     )
-    ranker_rounds: int = Field(default=400, gt=0)
-    ranker_learning_rate: float = Field(default=0.03, gt=0)
-    ranker_leaves: int = Field(default=15, gt=1)
+    ranker_rounds: int = Field(default=2000, gt=0, description="Boosting rounds at most (early stopping decides).")
+    ranker_learning_rate: float = Field(default=0.05, gt=0)
+    ranker_leaves: int = Field(default=31, gt=1)
     ranker_min_data_in_leaf: int = Field(default=100, gt=0)
-    ranker_early_stopping: int = Field(default=60, gt=0)
-    ranker_feature_fraction: float = Field(default=0.7, gt=0, le=1)
+    ranker_early_stopping: int = Field(default=50, gt=0)
+    ranker_feature_fraction: float = Field(default=0.8, gt=0, le=1)
     ranker_bagging_fraction: float = Field(default=0.8, gt=0, le=1)
     ranker_lambda_l2: float = Field(default=10.0, ge=0)
-    ranker_valid_fraction: float = Field(
-        default=0.15, gt=0, lt=1, description="Training users held out for early stopping."
+    ranker_grid: tuple[tuple[int, int], ...] = Field(
+        default=((15, 50), (31, 100), (63, 200)),
+        description="(leaves, min rows per leaf) pairs cross-validated at the chosen K; the best is trained.",
+    )
+    ranker_folds: int = Field(
+        default=3, ge=2, description="User folds of the re-ranker's cross-validation on the validation cut."
     )
     k_tolerance: float = Field(
         default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."

@@ -46,9 +46,9 @@ def small_settings(state: Path, **overrides: Any) -> Settings:
     """Settings for a small demo catalog that the whole pipeline runs on in about a minute."""
     values: dict[str, Any] = {
         "state_dir": state, "demo_items": 1500, "demo_users": 400, "demo_interactions": 20_000,
-        "candidates_k": 200, "eval_max_users": 200, "train_max_users": 400,
-        "als_iterations": 8, "als_factors": 16, "ranker_rounds": 60, "reload_interval_seconds": 0.5,
-        "build_bento": False,
+        "candidates_k": 200, "k_sweep": (50, 200), "eval_max_users": 200, "train_max_users": 400,
+        "als_iterations": 8, "als_factors": 16, "ranker_rounds": 60, "ranker_folds": 2, "reload_interval_seconds": 0.5,
+        "build_bento": False, "tuning_trials": 2, "tuning_max_users": 200, "item_item_neighbours": 200,
     }  # fmt: skip
     values.update(overrides)
     return Settings(**values)

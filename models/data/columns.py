@@ -13,6 +13,9 @@ DESCRIPTION = "description"
 CATEGORY = "category"
 CREATED_AT = "created_at"
 PRICE = "price"
+TAGS = "tags"
+"""Optional item labels beyond the category (genres, styles, brands), separated by ``TAG_SEPARATOR``."""
+TAG_SEPARATOR = "|"
 IN_STOCK = "in_stock"
 STOCKOUT_AT = "stockout_at"
 RESTOCK_AT = "restock_at"
@@ -51,3 +54,9 @@ POSITIVE_EVENTS: frozenset[str] = frozenset({CLICK, ADD_TO_CART, PURCHASE})
 """Event types that count as positives for implicit-feedback datasets (the demo catalog)."""
 CONVERSION_EVENTS: frozenset[str] = frozenset({ADD_TO_CART, PURCHASE})
 """The positives that make money: evaluated on their own beside all positives (clicks mostly follow taste)."""
+
+# stage-1 sources: candidate provenance columns are named after them (s1_<source>_rank / _score)
+STAGE1_SOURCES: tuple[str, ...] = (
+    "ease", "rp3beta", "item_knn", "ials", "ease_recent", "sequence", "cooc_last", "cooc_recent",
+    "popular_short", "popular_long", "semantic", "fresh",
+)  # fmt: skip

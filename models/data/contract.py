@@ -227,6 +227,7 @@ def check_items(raw: pd.DataFrame, source: str, now: pd.Timestamp) -> tuple[pd.D
     has_description = C.DESCRIPTION in raw.columns
     out[C.DESCRIPTION] = check.text(C.DESCRIPTION, required=False).fillna("") if has_description else ""
     out[C.CATEGORY] = check.text(C.CATEGORY, required=True)
+    out[C.TAGS] = check.text(C.TAGS, required=False).fillna("") if C.TAGS in raw.columns else ""
     out[C.CREATED_AT] = check.timestamp(C.CREATED_AT, now)
     out[C.PRICE] = check.number(C.PRICE) if C.PRICE in raw.columns else np.nan
     out[C.IN_STOCK] = check.boolean(C.IN_STOCK) if C.IN_STOCK in raw.columns else True
@@ -240,7 +241,7 @@ def check_items(raw: pd.DataFrame, source: str, now: pd.Timestamp) -> tuple[pd.D
     orphan = (out[C.RESTOCK_AT].notna() & out[C.STOCKOUT_AT].isna()).to_numpy()
     if orphan.any():
         check.add(C.RESTOCK_AT, f"{int(orphan.sum())} restock time(s) without a stock-out", orphan)
-    known = (*ITEM_REQUIRED, C.DESCRIPTION, C.PRICE, C.IN_STOCK, C.STOCKOUT_AT, C.RESTOCK_AT)
+    known = (*ITEM_REQUIRED, C.DESCRIPTION, C.TAGS, C.PRICE, C.IN_STOCK, C.STOCKOUT_AT, C.RESTOCK_AT)
     for column in _extras(check.frame, known):
         out[column] = check.frame[column].to_numpy()
     return out, check.issues

@@ -147,6 +147,7 @@ def _make_items(rng: np.random.Generator, n_items: int) -> tuple[pd.DataFrame, d
             C.PRICE: price,
             C.STOCKOUT_AT: _times(stockout),
             C.RESTOCK_AT: _times(restock),
+            C.TAGS: [f"{st}{C.TAG_SEPARATOR}{b}" for st, b in zip(np.array(style_names)[style], brand, strict=True)],
             "brand": brand,
             "style": np.array(style_names)[style],
         }

@@ -104,7 +104,7 @@ def _load_latest(folder: Path, now: pd.Timestamp | None, include_tags: bool) -> 
             C.DESCRIPTION: _item_text(genres, tags),
             C.CATEGORY: genres.str.split("|").str[0],
             C.CREATED_AT: _created_at(_release_from_title(movies["title"]), movies["movieId"], interactions),
-            "genres": genres,
+            C.TAGS: genres.replace(NO_GENRE, ""),
         }
     )
     sources = {"items": str(folder / "movies.csv"), "interactions": str(folder / "ratings.csv")}
@@ -136,7 +136,7 @@ def _load_100k(folder: Path, now: pd.Timestamp | None) -> Dataset:
             C.DESCRIPTION: _item_text(genres, None),
             C.CATEGORY: genres.str.split("|").str[0],
             C.CREATED_AT: _created_at(release, raw_items["item"], interactions),
-            "genres": genres,
+            C.TAGS: genres.replace(NO_GENRE, ""),
         }
     )
     users = None

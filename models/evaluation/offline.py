@@ -1,15 +1,19 @@
-"""Joint offline evaluation under the shared protocol, through ``Recommender.recommend`` — the service's path.
+"""The offline evaluation under the shared protocol: test is touched once, by the configuration that will be served.
 
-Every method ranks for the same test users as of their cut time, excluding items seen in train: popularity
-(train counts), the single-stage collaborative peer (exact ALS scores), the stage-1 merged order, and the
-two-stage recommender. Candidate-set sizing sweeps K and keeps the smallest K within a tolerance of the best NDCG.
+Every method ranks for the same test users (all with a positive, up to ``eval_max_users``) as of their cut time,
+excluding items seen in train:
+- the single-stage peers, each with its hyperparameters chosen on the validation cut: EASE^R, RP3beta, iALS,
+  item-kNN (exact scores over the catalogue), and popularity;
+- the stage-1 fused order, and the two-stage system — both through ``Recommender.recommend``, the service's own
+  path, with the served candidate-set size K, the served business rules and item features as of the request time.
+The headline is two-stage NDCG@10 over the best tuned peer, with a paired bootstrap interval over test users.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +25,19 @@ from models.data.clock import unix_seconds
 from models.data.contract import Dataset
 from models.data.splits import Split, evaluation_split, relevant_items, sample_users
 from models.evaluation.metrics import evaluate_rankings, paired_bootstrap_ratio, per_user
+from models.evaluation.peers import ials_scorer, item_item_scorer, popularity_scorer, top_k_lists
+from models.evaluation.recall import stage1_recall
 from models.features.snapshots import FeatureContext, user_snapshots
-from models.ranking.ranker import Ranker
-from models.ranking.rules import apply_rules
-from models.recommender.offline import offline_recommender, train_popularity
+from models.ranking.rules import RulesConfig
+from models.recommender.offline import offline_recommender
 from models.recommender.recommender import Recommender
-from models.recommender.request import Request, Retrieval
-from models.recommender.retrieval import query_for
-from models.retrieval.als import CollaborativeModel
+from models.recommender.request import Request
+from models.retrieval.stage1 import Stage1, fit_stage1
 from models.settings import Settings
-from models.training.steps import ABLATION_GROUPS, ablated_ranker, load_ranker
+from models.training.steps import ABLATION_GROUPS, ablated_ranker, load_ranker, load_stage1_config
 
 METRICS = ("ndcg", "recall", "map")
-K_SWEEP = (50, 100, 200, 300, 500, 1000)
+PEER_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -44,27 +48,25 @@ class EvaluationUsers:
     as_of: dict[str, float]
     features: dict[str, dict]
     relevant: dict[str, set[str]]
-    seen: dict[str, set[str]]
     conversions: dict[str, set[str]]
     """Per user with one, the held-out add-to-carts and purchases (empty for rating data)."""
+    total: int
+    """Test users with a positive before sampling (the protocol's all)."""
 
 
-def evaluation_users(
-    split: Split, user_features: Callable[[list[str], pd.Series], pd.DataFrame], max_users: int | None, seed: int
-) -> EvaluationUsers:
+def evaluation_users(split: Split, context: FeatureContext, max_users: int | None, seed: int) -> EvaluationUsers:
     relevant = relevant_items(split)
     converted = relevant_items(split, C.CONVERSION_EVENTS)
     users = sample_users(list(relevant), max_users, seed)
-    cut = split.cut_times().loc[users]
-    frame = user_features(users, cut).set_index(C.USER_ID)
-    seen = split.history.groupby(C.USER_ID)[C.ITEM_ID].agg(set).to_dict()
+    cut = split.cut_times().reindex(users)
+    frame = user_snapshots(context, users, cut.to_numpy()).set_index(C.USER_ID)
     return EvaluationUsers(
         users=users,
         as_of=dict(zip(users, unix_seconds(cut).tolist(), strict=True)),
         features={u: frame.loc[u].to_dict() for u in users},
         relevant={u: relevant[u] for u in users},
-        seen={u: seen.get(u, set()) for u in users},
         conversions={u: converted[u] for u in users if u in converted},
+        total=len(relevant),
     )
 
 
@@ -82,34 +84,16 @@ def rank_with_recommender(
     return rankings, latencies
 
 
-def rank_by_scores(
-    scores: Callable[[str], np.ndarray], item_ids: np.ndarray, users: EvaluationUsers, k: int = 10
-) -> dict[str, list[str]]:
-    """Top-k of a full score vector per user, seen items removed."""
-    rankings = {}
-    for user in users.users:
-        values = scores(user).astype(np.float64).copy()
-        if users.seen[user]:
-            values[np.isin(item_ids, list(users.seen[user]))] = -np.inf
-        top = np.argpartition(-values, k)[:k]
-        rankings[user] = item_ids[top[np.argsort(-values[top], kind="stable")]].tolist()
-    return rankings
-
-
-def collaborative_scorer(
-    model: CollaborativeModel, item_ids: np.ndarray, history: Mapping[str, Sequence[str]]
-) -> Callable[[str], np.ndarray]:
-    """Exact ALS scores over the catalogue (the single-stage peer), fold-in for users without a trained vector."""
-    rows = pd.Index(model.item_ids).get_indexer(item_ids)
-
-    def scores(user: str) -> np.ndarray:
-        vector = model.user_vector(user)
-        if vector is None:
-            vector = model.fold_in(list(history.get(user, [])))
-        values = np.where(rows >= 0, model.item_factors[rows] @ vector, -np.inf)
-        return values
-
-    return scores
+def peer_rankings(stage1: Stage1, train: pd.DataFrame, users: Sequence[str], k: int = 10) -> dict[str, dict]:
+    """Top-k of popularity and of every exact peer fitted with stage 1 (its dense item-item models, its iALS)."""
+    item_ids = stage1.item_ids
+    user_ids = np.array(sorted(set(train[C.USER_ID]) | set(users)), dtype=str)
+    scorers = [
+        popularity_scorer(train, item_ids),
+        *(item_item_scorer(model) for model in stage1.exact.values()),
+        ials_scorer(stage1.ials, user_ids, item_ids),
+    ]
+    return top_k_lists(scorers, train, users, user_ids, item_ids, k)
 
 
 def metrics_of(rankings: Mapping[str, Sequence[str]], users: EvaluationUsers, k: int = 10) -> dict[str, float]:
@@ -121,132 +105,62 @@ def metrics_of(rankings: Mapping[str, Sequence[str]], users: EvaluationUsers, k:
     return metrics
 
 
-@dataclass
-class Variants:
-    """Top-k lists per (method, candidate-set size), and the re-ranking time (features + model) per size."""
-
-    rankings: dict[tuple[str, int], dict[str, list[str]]]
-    rerank_ms: dict[int, list[float]]
-
-
-def rank_variants(
-    recommender: Recommender,
-    users: EvaluationUsers,
-    rankers: Mapping[str, Ranker | None],
-    ks: Sequence[int],
-    k: int = 10,
-) -> Variants:
-    """Every ranker at every candidate-set size, each size retrieved, featurised and ranked the way
-    ``Recommender.recommend`` does (``None``: the stage-1 order); the rankers share that work. Equivalence with
-    ``recommend`` is tested (ties make a truncated larger retrieval differ, so each size retrieves on its own)."""
-    rankings: dict[tuple[str, int], dict[str, list[str]]] = {(name, size): {} for name in rankers for size in ks}
-    rerank_ms: dict[int, list[float]] = {size: [] for size in ks}
-    stage1, catalog = recommender.stage1, recommender.catalog
-    for user in users.users:
-        request = Request(user_id=user, k=k, as_of=users.as_of[user])
-        features = users.features[user]
-        query, seen = query_for(request, features)
-        for size in ks:
-            candidates = stage1.candidates(query, size)
-            retrieval = Retrieval(query, candidates, candidates.rows, seen, fallback=False)
-            started = time.perf_counter()
-            block = recommender.item_features.block(candidates.rows, request.as_of)
-            matrix = recommender.feature_matrix(request, retrieval, features, block)
-            for name, ranker in rankers.items():
-                if ranker is None:
-                    scores = -np.arange(len(candidates), dtype=np.float64)
-                else:
-                    scores = ranker.predict(matrix)
-                    if name == "two_stage":
-                        rerank_ms[size].append((time.perf_counter() - started) * 1000.0)
-                ruled = apply_rules(catalog, candidates.rows, scores, k, request.as_of, recommender.rules,
-                                    request.filters, query.exclude, recommender.popularity_order)  # fmt: skip
-                rankings[(name, size)][user] = catalog.item_ids[ruled.rows].tolist()
-    return Variants(rankings, rerank_ms)
-
-
-def choose_k(ndcg_by_k: Mapping[int, float], tolerance: float) -> int:
-    """The smallest K whose NDCG is within ``tolerance`` (a share) of the best."""
-    best = max(ndcg_by_k.values())
-    return min(size for size, value in ndcg_by_k.items() if value >= (1.0 - tolerance) * best)
-
-
-def sweep_candidate_k(
-    variants: Variants, users: EvaluationUsers, tolerance: float = 0.01, k: int = 10
-) -> dict[str, object]:
-    """Two-stage NDCG@k and re-ranking latency per candidate-set size, and the chosen (smallest sufficient) K."""
-    sizes = sorted({size for _, size in variants.rankings})
-    rows = []
-    for size in sizes:
-        scores = metrics_of(variants.rankings[("two_stage", size)], users, k)
-        latencies = variants.rerank_ms[size]
-        rows.append({"k_candidates": size, f"ndcg@{k}": scores[f"ndcg@{k}"], f"recall@{k}": scores[f"recall@{k}"],
-                     "rerank_p50_ms": float(np.percentile(latencies, 50)),
-                     "rerank_p99_ms": float(np.percentile(latencies, 99))})  # fmt: skip
-    chosen = choose_k({int(row["k_candidates"]): row[f"ndcg@{k}"] for row in rows}, tolerance)
-    best = max(row[f"ndcg@{k}"] for row in rows)
-    return {"rows": rows, "chosen_k": int(chosen), "best_ndcg": best, "tolerance": tolerance}
+def ratio_to(two_stage: Mapping[str, Sequence[str]], peer: Mapping[str, Sequence[str]], users: EvaluationUsers,
+             relevant: Mapping[str, set[str]], seed: int) -> dict[str, Any]:  # fmt: skip
+    ratio, low, high = paired_bootstrap_ratio(per_user(two_stage, relevant), per_user(peer, relevant), seed=seed)
+    return {"ndcg@10_ratio": ratio, "ci95": [low, high]}
 
 
 def evaluation_step(
-    dataset: Dataset, vectors: np.ndarray, ranker_dir: Path, settings: Settings, champion: Ranker | None = None,
-    training_dir: Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Every method on the same test users, K sweep, the champion's NDCG, and (for datasets with prices) the
-    ablation of the price, stock and recency features."""
-    ranker, spec, _ = load_ranker(ranker_dir)
+    dataset: Dataset, vectors: np.ndarray, ranker_dir: Path, training_dir: Path, settings: Settings
+) -> dict[str, Any]:
+    """Fit stage 1 on train with the configuration chosen on the validation cut, then rank every test user with
+    every method; the two-stage figure is the served configuration end to end."""
     split = evaluation_split(dataset.interactions, settings.test_fraction)
+    ranker, spec, section = load_ranker(ranker_dir)
+    k_served = int(section["k_candidates"])
     context = FeatureContext(dataset.items, dataset.users, split.history)
-    recommender = offline_recommender(split.history, dataset, vectors, context, spec, settings, ranker)
-    users = evaluation_users(split, lambda u, cut: user_snapshots(context, u, cut.to_numpy()), settings.eval_max_users,
-                             settings.seed)  # fmt: skip
-    catalog = recommender.catalog
-    history = split.history.groupby(C.USER_ID)[C.ITEM_ID].agg(list).to_dict()
-    assert recommender.stage1.collaborative is not None
-    popular = train_popularity(split.history, catalog.item_ids)
-    als = collaborative_scorer(recommender.stage1.collaborative, catalog.item_ids, history)
-    peer_rankings = {
-        "popularity": rank_by_scores(lambda _user: popular, catalog.item_ids, users),
-        "als": rank_by_scores(als, catalog.item_ids, users),
-    }
-    methods: dict[str, dict[str, float]] = {name: metrics_of(r, users) for name, r in peer_rankings.items()}
-    two_stage, latencies = rank_with_recommender(recommender, users)  # the service's own path, at the default K
-    methods["two_stage"] = metrics_of(two_stage, users)
-    best_peer = max(peer_rankings, key=lambda name: methods[name]["ndcg@10"])
-    ratio, low, high = paired_bootstrap_ratio(
-        per_user(two_stage, users.relevant), per_user(peer_rankings[best_peer], users.relevant), seed=settings.seed
-    )
-    rankers: dict[str, Ranker | None] = {"stage1": None, "two_stage": ranker}
-    ablation_name = "two_stage_without_" + "_".join(ABLATION_GROUPS)
-    if training_dir is not None and settings.ablation and dataset.items[C.PRICE].notna().any():
-        rankers[ablation_name] = ablated_ranker(training_dir, tuple(ABLATION_GROUPS), settings)
-    if champion is not None:
-        rankers["champion"] = champion
-    sizes = sorted({*K_SWEEP, settings.candidates_k})
-    variants = rank_variants(recommender, users, rankers, sizes)
-    methods["stage1"] = metrics_of(variants.rankings[("stage1", settings.candidates_k)], users)
-    same = [variants.rankings[("two_stage", settings.candidates_k)][u] == two_stage[u] for u in users.users]
-    ablation = {}
-    if ablation_name in rankers:
-        ablation[ablation_name] = metrics_of(variants.rankings[(ablation_name, settings.candidates_k)], users)
-    sizing = sweep_candidate_k(variants, users, tolerance=settings.k_tolerance)
-    report: dict[str, Any] = {
+    started = time.perf_counter()
+    stage1 = fit_stage1(split.history, dataset.items, vectors, load_stage1_config(ranker_dir), keep_exact=True)
+    fit_seconds = time.perf_counter() - started
+    users = evaluation_users(split, context, settings.eval_max_users, settings.seed)
+    recall = stage1_recall(stage1, users.users, users.as_of, users.features, users.relevant)
+    rankings = peer_rankings(stage1, split.history, users.users)
+    stage1.exact.clear()  # the dense models are no longer needed
+    rules = RulesConfig.from_settings(settings)
+    served = offline_recommender(stage1, dataset, context, spec, ranker, rules, k_served, split.history)
+    rankings["two_stage"], latencies = rank_with_recommender(served, users)
+    rankings["stage1"], _ = rank_with_recommender(replace(served, ranker=None), users)
+    if settings.ablation and dataset.items[C.PRICE].notna().any():
+        name = "two_stage_without_" + "_".join(ABLATION_GROUPS)
+        ablated = ablated_ranker(training_dir, tuple(ABLATION_GROUPS), section, settings)
+        rankings[name], _ = rank_with_recommender(replace(served, ranker=ablated), users)
+    methods = {name: metrics_of(lists, users) for name, lists in rankings.items()}
+    tuned = [name for name in ("ease", "rp3beta", "ials", "item_knn") if name in methods]
+    best_peer = max(tuned, key=lambda name: methods[name]["ndcg@10"])
+    return {
         "dataset": dataset.name,
-        "k_candidates": sizing["chosen_k"],
-        "evaluated_with_k_candidates": settings.candidates_k,
+        "k_candidates": k_served,
+        "served": {"k_candidates": k_served, "rules": rules.to_json()},
         "users": len(users.users),
+        "test_users_with_a_positive": users.total,
         "methods": methods,
-        "shared_retrieval_agreement": float(np.mean(same)),
-        "two_stage_vs_best_peer": {"peer": best_peer, "ndcg@10_ratio": ratio, "ci95": [low, high]},
-        "k_sweep": sizing,
-        "ablation": ablation,
+        "stage1_recall_all_k": recall,
+        "two_stage_vs_best_peer": {
+            "peer": best_peer,
+            **ratio_to(rankings["two_stage"], rankings[best_peer], users, users.relevant, settings.seed),
+        },  # fmt: skip
+        "k_sweep": {
+            "rows": section["k_sweep"],
+            "chosen_k": k_served,
+            "tolerance": settings.k_tolerance,
+            "measured_on": "validation cut (out-of-fold, users of the training set)",
+        },  # fmt: skip
+        "validation_ndcg@10": section["validation_ndcg"],
         "two_stage_latency_ms": {
             "p50": float(np.percentile(latencies, 50)),
             "p99": float(np.percentile(latencies, 99)),
-        },
+        },  # fmt: skip
+        "stage1_fit_seconds": round(fit_seconds, 1),
+        "stage1_config": stage1.config.to_json(),
     }
-    if champion is not None:
-        report["champion_ndcg@10"] = metrics_of(variants.rankings[("champion", settings.candidates_k)], users)[
-            "ndcg@10"
-        ]
-    return report

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 
 from models.data import columns as C
 from models.evaluation.metrics import evaluate_rankings
-from models.retrieval.als import AlsParams, fit_als
-from models.retrieval.item_item import ITEM_ITEM_KINDS, fit_item_item
+from models.retrieval.als import AlsParams, CollaborativeModel, fit_als
+from models.retrieval.item_item import ITEM_ITEM_KINDS, ItemItemModel, fit_item_item
 from models.retrieval.matrices import interaction_matrix
 
 PEERS = ("ease", "rp3beta", "ials", "item_knn")
@@ -27,11 +27,34 @@ BATCH = 512
 
 @dataclass
 class PeerScorer:
-    """Scores a batch of users (rows of a users × catalogue history matrix) over the whole catalogue."""
+    """Scores a batch of users over the whole catalogue."""
 
     name: str
     scores: Callable[[np.ndarray, sp.csr_matrix], np.ndarray]
-    """(user rows in the fit matrix, their history rows) → users × catalogue scores."""
+    """(the users' rows in the history matrix, their history rows) → users × catalogue scores."""
+
+
+def item_item_scorer(model: ItemItemModel) -> PeerScorer:
+    return PeerScorer(model.kind, lambda rows, history: model.scores(history))
+
+
+def ials_scorer(als: CollaborativeModel, user_ids: np.ndarray, item_ids: np.ndarray) -> PeerScorer:
+    """iALS inner products; a user the model was not trained on gets a fold-in vector from their history."""
+    trained = pd.Index(als.user_ids).get_indexer(user_ids)
+    items = pd.Index(als.item_ids).get_indexer(item_ids)
+    factors = np.where(items[:, None] >= 0, als.item_factors[np.maximum(items, 0)], 0.0).astype(np.float32)
+
+    def scores(rows: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        vectors = [als.user_factors[trained[r]] if trained[r] >= 0 else als.fold_in(item_ids[history[i].indices].tolist())
+                   for i, r in enumerate(rows)]  # fmt: skip
+        return np.stack(vectors) @ factors.T
+
+    return PeerScorer("ials", scores)
+
+
+def popularity_scorer(train: pd.DataFrame, item_ids: np.ndarray) -> PeerScorer:
+    counts = train.groupby(C.ITEM_ID).size().reindex(item_ids).fillna(0).to_numpy(dtype=np.float32)
+    return PeerScorer("popularity", lambda rows, history: np.tile(counts, (len(rows), 1)))
 
 
 def fit_peer(
@@ -39,52 +62,40 @@ def fit_peer(
     max_items: int, threads: int, seed: int,
 ) -> PeerScorer:  # fmt: skip
     """Fit one peer on ``train`` (users ``user_ids`` × catalogue ``item_ids``)."""
-    matrix = interaction_matrix(train, user_ids, item_ids)
-    if name == "popularity":
-        counts = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
-        return PeerScorer(name, lambda rows, history: np.tile(counts, (len(rows), 1)))
     if name in ITEM_ITEM_KINDS:
-        model = fit_item_item(name, matrix, params, max_items)
-        return PeerScorer(name, lambda rows, history: model.scores(history))
+        return item_item_scorer(fit_item_item(name, interaction_matrix(train, user_ids, item_ids), params, max_items))
     if name == "ials":
-        als = fit_als(train, item_ids, ials_params(params, seed), threads=threads)
-        known = pd.Index(als.user_ids).get_indexer(user_ids)
-
-        def ials_scores(rows: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-            vectors = np.stack(
-                [als.user_factors[known[r]] if known[r] >= 0 else als.fold_in(item_ids[history[i].indices].tolist())
-                 for i, r in enumerate(rows)]
-            )  # fmt: skip
-            return vectors @ als.item_factors.T
-
-        return PeerScorer(name, ials_scores)
-    raise ValueError(f"unknown peer '{name}', expected popularity or one of {', '.join(PEERS)}")
-
-
-def ials_params(params: Mapping[str, float], seed: int) -> AlsParams:
-    """iALS as the peer and stage 1 use it: binary confidence, ``alpha`` scaling, ``factors`` and ``regularization``."""
-    return AlsParams(int(params["factors"]), float(params["regularization"]), int(params["iterations"]),
-                     float(params["alpha"]), None, seed)  # fmt: skip
+        return ials_scorer(
+            fit_als(train, item_ids, AlsParams.from_params(params, seed), threads=threads), user_ids, item_ids
+        )
+    raise ValueError(f"unknown peer '{name}', expected one of {', '.join(PEERS)}")
 
 
 def top_k_lists(
-    scorer: PeerScorer, train: pd.DataFrame, users: Sequence[str], user_ids: np.ndarray, item_ids: np.ndarray,
-    k: int = 10,
-) -> dict[str, list[str]]:  # fmt: skip
-    """Each user's top ``k`` items by the peer's exact scores, items seen in ``train`` removed."""
+    scorers: Sequence[PeerScorer], train: pd.DataFrame, users: Sequence[str], user_ids: np.ndarray,
+    item_ids: np.ndarray, k: int = 10,
+) -> dict[str, dict[str, list[str]]]:  # fmt: skip
+    """Per scorer, each user's top ``k`` items, items seen in ``train`` removed; a user without any history gets
+    the popularity order (every peer alike)."""
     history = interaction_matrix(train, user_ids, item_ids)
+    popularity = popularity_scorer(train, item_ids).scores(np.zeros(1, dtype=np.int64), history[:1])[0]
     row_of = pd.Index(user_ids).get_indexer(list(users))
-    rankings: dict[str, list[str]] = {}
+    if (row_of < 0).any():
+        raise KeyError(f"users missing from user_ids, e.g. {list(np.asarray(users)[row_of < 0][:3])}")
+    rankings: dict[str, dict[str, list[str]]] = {scorer.name: {} for scorer in scorers}
     for start in range(0, len(users), BATCH):
         rows = row_of[start : start + BATCH]
         seen = history[rows]
-        scores = scorer.scores(rows, seen).astype(np.float32, copy=False)
-        scores[seen.nonzero()] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        for user, picked in zip(users[start : start + BATCH], top, strict=True):
-            rankings[user] = item_ids[picked].tolist()
+        empty = np.diff(seen.indptr) == 0
+        for scorer in scorers:
+            scores = np.asarray(scorer.scores(rows, seen), dtype=np.float32)
+            scores[empty] = popularity
+            scores[seen.nonzero()] = -np.inf
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            for user, picked in zip(users[start : start + BATCH], top, strict=True):
+                rankings[scorer.name][user] = item_ids[picked].tolist()
     return rankings
 
 
@@ -93,9 +104,8 @@ def peer_ndcg(
     item_ids: np.ndarray, max_items: int, threads: int, seed: int,
 ) -> float:  # fmt: skip
     """NDCG@10 of a peer fitted on ``train`` for the users of ``relevant`` (a tuning trial's objective)."""
-    user_ids = np.array(sorted(train[C.USER_ID].unique()), dtype=str)
+    users = sorted(relevant)
+    user_ids = np.array(sorted(set(train[C.USER_ID]) | set(users)), dtype=str)
     scorer = fit_peer(name, params, train, user_ids, item_ids, max_items, threads, seed)
-    known = set(user_ids.tolist())
-    users = [u for u in relevant if u in known]
-    rankings = top_k_lists(scorer, train, users, user_ids, item_ids)
+    rankings = top_k_lists([scorer], train, users, user_ids, item_ids)[name]
     return evaluate_rankings(rankings, relevant, metrics=("ndcg",), ks=(10,))["ndcg@10"]

@@ -23,6 +23,11 @@ TrialCallback = Callable[[str, int, Mapping[str, float], float, float], None]
 """(peer, trial number, params, validation NDCG@10, seconds)."""
 
 
+def with_default(choices: list[int], default: int) -> list[int]:
+    """The choices plus the settings' value, which is always the first trial and must be a valid choice."""
+    return choices if default in choices else [*choices, default]
+
+
 def search_space(peer: str, trial: optuna.Trial, settings: Settings) -> dict[str, float]:
     """The hyperparameters that matter for each peer, on scales that hold across datasets."""
     if peer == "ease":
@@ -32,11 +37,13 @@ def search_space(peer: str, trial: optuna.Trial, settings: Settings) -> dict[str
     if peer == "item_knn":
         return {
             "shrink": trial.suggest_float("shrink", 0.0, 1000.0),
-            "neighbours": trial.suggest_categorical("neighbours", [10, 20, 50, 100, 200, 500, 0]),
+            "neighbours": trial.suggest_categorical(
+                "neighbours", with_default([10, 20, 50, 100, 200, 500, 0], settings.item_knn_neighbours)
+            ),
         }
     if peer == "ials":
         return {
-            "factors": trial.suggest_categorical("factors", [32, 64, 128, 256]),
+            "factors": trial.suggest_categorical("factors", with_default([64, 128, 256, 512], settings.als_factors)),
             "regularization": trial.suggest_float("regularization", 0.01, 100.0, log=True),
             "alpha": trial.suggest_float("alpha", 0.1, 50.0, log=True),
             "iterations": settings.als_iterations,

@@ -31,65 +31,52 @@ EVENT_TIMESTAMP = "event_timestamp"
 
 UNKNOWN = "unknown"
 
-
 USER_EVENTS = "user_events_all"
 """The user's activity count: present (not null) exactly when the store knows the user."""
 USER_NUMERIC = (
     "user_events_1d", "user_events_7d", "user_events_30d", "user_events_all", "user_positives_all",
-    "user_days_since_last", "user_mean_weight", "user_log_price_mean", "user_log_price_std",
-    "user_rel_price_mean", "user_price_sensitivity", "user_novelty_days",
+    "user_distinct_items", "user_days_since_last", "user_span_days", "user_mean_weight", "user_mean_item_popularity",
+    "user_log_price_mean", "user_log_price_std", "user_rel_price_mean", "user_price_sensitivity",
+    "user_novelty_days", "global_events_30d",
 )  # fmt: skip
-
-
+"""Activity, taste and price profile; ``global_events_30d`` is how busy the whole system was (same for all users)."""
 USER_CATEGORICAL = (C.SEGMENT, C.DEVICE, C.AGE_BAND)
-
-
 USER_TOP_CATEGORIES = "user_top_categories"
-
-
 USER_TOP_SHARES = "user_top_category_shares"
-
-
+USER_TOP_TAGS = "user_top_tags"
+USER_TOP_TAG_SHARES = "user_top_tag_shares"
 USER_RECENT_ITEMS = "user_recent_items"
-
-
 USER_RECENT_TIMES = "user_recent_times"
-
-
 USER_SEEN_ITEMS = "user_seen_items"
-
-
-USER_LISTS = (USER_TOP_CATEGORIES, USER_TOP_SHARES, USER_RECENT_ITEMS, USER_RECENT_TIMES, USER_SEEN_ITEMS)
-"""List-valued user features: taste for cross features, and the history stage 1 queries with (recent positives,
-oldest first, with their times) and excludes (items seen before, most recent ``SEEN_CAP``)."""
-
+USER_LISTS = (
+    USER_TOP_CATEGORIES, USER_TOP_SHARES, USER_TOP_TAGS, USER_TOP_TAG_SHARES, USER_RECENT_ITEMS, USER_RECENT_TIMES,
+    USER_SEEN_ITEMS,
+)  # fmt: skip
+"""List-valued user features: taste (top categories and tags with their shares) for cross features, and the history
+stage 1 queries with (recent positives, oldest first, with their times; items seen, most recent first)."""
 
 ITEM_NUMERIC = (
-    "item_events_1d", "item_events_7d", "item_events_30d", "item_events_all", "item_positives_30d",
-    "item_positives_all", "item_positive_rate", "item_mean_weight", "item_trend", "item_price", "item_log_price",
-    "item_price_tier", "item_in_stock", "item_created_ts",
+    "item_events_1d", "item_events_7d", "item_events_30d", "item_events_365d", "item_events_all",
+    "item_share_7d", "item_share_30d", "item_share_365d", "item_positives_30d", "item_positives_all",
+    "item_positive_rate", "item_mean_weight", "item_trend", "item_trend_long", "item_days_since_last",
+    "item_days_since_first", "item_price", "item_log_price", "item_price_tier", "item_in_stock", "item_created_ts",
 )  # fmt: skip
-
-
+"""Popularity in windows, its share of all activity (which moves with the system's own busyness), trends, first and
+last interaction, price, stock and launch time — all as of the snapshot time."""
 ITEM_CATEGORY = "item_category"
 ITEM_CATEGORICAL = (ITEM_CATEGORY,)
-
-
 ITEM_MODEL_NUMERIC = tuple(name for name in ITEM_NUMERIC if name != "item_created_ts")
 """Stored item features the ranker sees: the launch time only enters as the item's age at request time, since
 an absolute timestamp would let the model memorise periods instead of learning recency."""
 
-
 CROSS_NUMERIC = (
-    "semantic_affinity", "collaborative_score", "category_affinity", "price_gap", "abs_price_gap",
-    "item_age_days", "seen_before", "session_affinity", "n_sources",
+    "semantic_affinity", "collaborative_score", "category_affinity", "tag_affinity", "tag_affinity_recent",
+    "price_gap", "abs_price_gap", "item_age_days", "item_since_last_ratio", "seen_before", "session_affinity",
+    "n_sources",
 )  # fmt: skip
-
-
-SOURCES = ("collaborative", "graph", "popular", "semantic", "fresh")
-
-
-PROVENANCE = tuple(f"s1_{s}_{kind}" for s in SOURCES for kind in ("rank", "score"))
+SOURCES = C.STAGE1_SOURCES
+PROVENANCE = (*(f"s1_{s}_{kind}" for s in SOURCES for kind in ("rank", "score")), "s1_fused_rank", "s1_fused_score")
+"""Each stage-1 source's rank and score of the candidate (NaN where it did not retrieve it), and the fused ones."""
 
 
 def user_categorical_name(column: str) -> str:
@@ -97,30 +84,21 @@ def user_categorical_name(column: str) -> str:
 
 
 USER_FEATURES = (*USER_NUMERIC, *(user_categorical_name(c) for c in USER_CATEGORICAL), *USER_LISTS)
-
-
 USER_HISTORY = (USER_RECENT_ITEMS, USER_RECENT_TIMES, USER_SEEN_ITEMS)
-
-
 USER_MODEL_FEATURES = tuple(name for name in USER_FEATURES if name not in USER_HISTORY)
 """User features the ranker's training frame needs (the history lists only drive stage 1 at serving time)."""
-
-
 ITEM_FEATURES = (*ITEM_NUMERIC, *ITEM_CATEGORICAL)
-
-
 MODEL_FEATURES = (
     *USER_NUMERIC,
     *(user_categorical_name(c) for c in USER_CATEGORICAL),
     *ITEM_MODEL_NUMERIC,
-    *ITEM_CATEGORICAL,
     *CROSS_NUMERIC,
     *PROVENANCE,
 )
-"""The ranker's input columns, in order (the user list features only feed cross features)."""
-
-
-CATEGORICAL_FEATURES = (*(user_categorical_name(c) for c in USER_CATEGORICAL), *ITEM_CATEGORICAL)
+"""The ranker's input columns, in order. The user list features only feed cross features; the item's category
+enters through the user's affinity to it, not as a raw code (a categorical of hundreds of values — a shop's
+product types — let the trees memorise categories instead of learning the user's taste)."""
+CATEGORICAL_FEATURES = tuple(user_categorical_name(c) for c in USER_CATEGORICAL)
 
 
 @dataclass(frozen=True)
@@ -134,13 +112,12 @@ class FeatureSpec:
     vocabularies: Mapping[str, tuple[str, ...]]
 
     @classmethod
-    def fit(cls, users: pd.DataFrame, categories: Sequence[str]) -> FeatureSpec:
-        """Vocabularies from the users table's attribute columns and the catalogue's categories."""
+    def fit(cls, users: pd.DataFrame) -> FeatureSpec:
+        """Vocabularies from the users table's attribute columns."""
         vocab: dict[str, tuple[str, ...]] = {}
         for column in USER_CATEGORICAL:
             values = set(users[column].dropna().astype(str)) if column in users.columns else set()
             vocab[user_categorical_name(column)] = tuple(sorted(values | {UNKNOWN}))
-        vocab["item_category"] = tuple(sorted(set(map(str, categories))))
         return cls(MODEL_FEATURES, vocab)
 
     def to_json(self) -> dict[str, object]:

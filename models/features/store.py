@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
@@ -120,14 +121,16 @@ def service_features(store: FeatureStore, view: str | None = None, service_name:
     return refs
 
 
-def training_frame(store: FeatureStore, entity_rows: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time join of user and item snapshots onto (user_id, item_id, event_timestamp) rows, in row order."""
+def point_in_time_join(store: FeatureStore, entity_rows: pd.DataFrame, view: str) -> pd.DataFrame:
+    """The features of one view (as the feature services list them) joined point-in-time onto entity rows
+    (its join key and ``event_timestamp``), in row order: each row gets the newest snapshot at or before its time."""
     rows = entity_rows.reset_index(drop=True).copy()
-    rows["_row"] = range(len(rows))
-    job = store.get_historical_features(entity_df=rows, features=store.get_feature_service(FEATURE_SERVICE))
+    rows["_row"] = np.arange(len(rows))
+    service = FEATURE_SERVICE if view != HISTORY_VIEW else HISTORY_SERVICE
+    job = store.get_historical_features(entity_df=rows, features=service_features(store, view, service))
     frame = job.to_df().sort_values("_row").drop(columns="_row").reset_index(drop=True)
     if len(frame) != len(rows):
-        raise RuntimeError(f"point-in-time join returned {len(frame)} rows for {len(rows)} entity rows")
+        raise RuntimeError(f"point-in-time join of {view} returned {len(frame)} rows for {len(rows)} entity rows")
     return frame
 
 

@@ -63,6 +63,7 @@ class RankerParams:
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1,
             "lambda_l2": self.lambda_l2,
+            "lambdarank_truncation_level": 2 * EVAL_AT,
             "seed": self.seed,
             "num_threads": self.threads,
             "verbosity": -1,
@@ -79,6 +80,8 @@ class RankingData:
     labels: np.ndarray
     groups: np.ndarray
     group_users: np.ndarray
+    relevant: np.ndarray | None = None
+    """Per group, how many relevant items the user has in all (retrieved or not): the ideal of a true NDCG."""
 
     def __post_init__(self) -> None:
         if int(self.groups.sum()) != len(self.features) or len(self.labels) != len(self.features):
@@ -89,11 +92,44 @@ class RankingData:
         if len(self.group_users) != len(self.groups):
             raise ValueError("one user id per group is required")
 
+    def group_rows(self, mask: np.ndarray) -> np.ndarray:
+        """Row numbers of the groups where ``mask`` is true."""
+        return np.flatnonzero(np.repeat(mask, self.groups))
+
     def select_groups(self, mask: np.ndarray) -> RankingData:
         """The groups where ``mask`` is true, rows kept contiguous."""
         row_group = np.repeat(np.arange(len(self.groups)), self.groups)
         rows = mask[row_group]
-        return RankingData(self.features[rows], self.labels[rows], self.groups[mask], self.group_users[mask])
+        relevant = self.relevant[mask] if self.relevant is not None else None
+        return RankingData(self.features[rows], self.labels[rows], self.groups[mask], self.group_users[mask], relevant)
+
+    def truncate(self, k: int) -> RankingData:
+        """Each group's first ``k`` rows (groups are in stage-1 order: the candidates a K-sized list would hold)."""
+        if k >= self.groups.max(initial=0):
+            return self
+        starts = np.concatenate([[0], np.cumsum(self.groups)[:-1]])
+        sizes = np.minimum(self.groups, k)
+        rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes, strict=True)])
+        return RankingData(self.features[rows], self.labels[rows], sizes, self.group_users, self.relevant)
+
+    def true_ndcg(self, scores: np.ndarray, k: int = 10) -> np.ndarray:
+        """Per group, NDCG@k of the rows ordered by ``scores`` with binary gains (label > 0) and the ideal over all
+        the user's relevant items (``relevant``): the protocol's NDCG of a re-ranked candidate list."""
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        out = np.zeros(len(self.groups))
+        start = 0
+        for g, size in enumerate(self.groups.tolist()):
+            order = np.argsort(-scores[start : start + size], kind="stable")[:k]
+            gains = (self.labels[start : start + size][order] > 0).astype(float)
+            relevant = (
+                int(self.relevant[g])
+                if self.relevant is not None
+                else int((self.labels[start : start + size] > 0).sum())
+            )
+            ideal = discount[: min(k, max(relevant, 1))].sum()
+            out[g] = float(gains @ discount[: len(gains)]) / ideal
+            start += size
+        return out
 
 
 @dataclass
@@ -149,33 +185,56 @@ class Ranker:
         return cls(booster, names, list(section["categorical"]), int(section["best_iteration"]))
 
 
+def ranking_dataset(
+    data: RankingData, feature_names: Sequence[str], categorical: Sequence[str], params: RankerParams,
+    masked_columns: Sequence[int] = (),
+) -> lgb.Dataset:  # fmt: skip
+    """LightGBM's binned copy of ``data`` (constructed; it keeps no reference to the raw features)."""
+    features = mask_columns(data.features, masked_columns) if masked_columns else data.features
+    dataset = lgb.Dataset(features, data.labels, group=data.groups, feature_name=list(feature_names),
+                          categorical_feature=list(categorical), params=params.lightgbm(),
+                          free_raw_data=True)  # fmt: skip
+    return dataset.construct()
+
+
+def fit_ranker(
+    train_set: lgb.Dataset, valid_set: lgb.Dataset | None, feature_names: Sequence[str], categorical: Sequence[str],
+    params: RankerParams, masked_columns: Sequence[int] = (),
+) -> Ranker:  # fmt: skip
+    """LambdaRank on prepared datasets; with ``valid_set``, early stopping on its NDCG@10 (else all rounds)."""
+    history: dict[str, Any] = {}
+    callbacks: list[Any] = [lgb.record_evaluation(history)]
+    if valid_set is not None:
+        callbacks.append(lgb.early_stopping(params.early_stopping_rounds, verbose=False))
+    booster = lgb.train(
+        params.lightgbm(),
+        train_set,
+        num_boost_round=params.num_boost_round,
+        valid_sets=[valid_set] if valid_set is not None else [],
+        valid_names=["valid"] if valid_set is not None else [],
+        callbacks=callbacks,
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))  # drops the training data
+    curves = {f"valid_{k}": list(v) for k, v in history.get("valid", {}).items()}
+    return Ranker(booster, list(feature_names), list(categorical), int(best), curves, tuple(masked_columns))
+
+
 def train_ranker(
     train: RankingData,
-    valid: RankingData,
+    valid: RankingData | None,
     feature_names: Sequence[str],
     categorical: Sequence[str],
     params: RankerParams,
     masked_columns: Sequence[int] = (),
 ) -> Ranker:
-    """LambdaRank with NDCG@10 on held-out users for early stopping."""
-    if masked_columns:
-        train = RankingData(mask_columns(train.features, masked_columns), train.labels, train.groups, train.group_users)
-        valid = RankingData(mask_columns(valid.features, masked_columns), valid.labels, valid.groups, valid.group_users)
-    train_set = lgb.Dataset(train.features, train.labels, group=train.groups, feature_name=list(feature_names),
-                            categorical_feature=list(categorical), free_raw_data=False)  # fmt: skip
-    valid_set = lgb.Dataset(valid.features, valid.labels, group=valid.groups, reference=train_set, free_raw_data=False)
-    history: dict[str, Any] = {}
-    booster = lgb.train(
-        params.lightgbm(),
-        train_set,
-        num_boost_round=params.num_boost_round,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False), lgb.record_evaluation(history)],
-    )
-    best = booster.best_iteration or booster.current_iteration()
-    curves = {f"valid_{k}": list(v) for k, v in history.get("valid", {}).items()}
-    return Ranker(booster, list(feature_names), list(categorical), int(best), curves, tuple(masked_columns))
+    """LambdaRank; with ``valid``, early stopping on NDCG@10 of those held-out users (else all rounds)."""
+    train_set = ranking_dataset(train, feature_names, categorical, params, masked_columns)
+    valid_set = None
+    if valid is not None:
+        features = mask_columns(valid.features, masked_columns) if masked_columns else valid.features
+        valid_set = lgb.Dataset(features, valid.labels, group=valid.groups, reference=train_set, free_raw_data=True)
+    return fit_ranker(train_set, valid_set, feature_names, categorical, params, masked_columns)
 
 
 def mask_columns(features: np.ndarray, columns: Sequence[int]) -> np.ndarray:

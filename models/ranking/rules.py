@@ -25,6 +25,11 @@ class RulesConfig:
     max_per_category: float
     """Cap on items of one category: a share of k (≤ 1) or an absolute count (> 1); 0 switches it off."""
 
+    def to_json(self) -> dict[str, float | bool]:
+        return {"in_stock_only": self.in_stock_only, "freshness_weight": self.freshness_weight,
+                "freshness_half_life_days": self.freshness_half_life_days,
+                "max_per_category": self.max_per_category}  # fmt: skip
+
     @classmethod
     def from_settings(cls, settings: Settings) -> RulesConfig:
         return cls(settings.rules_in_stock_only, settings.rules_freshness_weight,

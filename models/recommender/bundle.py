@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
+from models.features.snapshots import ItemTags
 from models.features.spec import FeatureSpec
 from models.files import ArtifactError
 from models.ranking.ranker import Ranker
@@ -26,8 +27,8 @@ from models.retrieval.stage1 import load_stage1
 
 ITEM_TABLE = "features/item_features.parquet"
 CATALOG_TABLE = "features/catalog.parquet"
-CATALOG_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.PRICE, C.STOCKOUT_AT, C.RESTOCK_AT, C.CREATED_AT)
-"""The items table's columns the business rules read (stock, category, price, launch time)."""
+CATALOG_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.TAGS, C.PRICE, C.STOCKOUT_AT, C.RESTOCK_AT, C.CREATED_AT)
+"""The items table's columns the business rules and the tag features read (stock, category, tags, price, launch)."""
 
 
 def _aligned(path: Path, item_ids: np.ndarray) -> pd.DataFrame:
@@ -50,9 +51,10 @@ def load_recommender(
     spec = FeatureSpec.from_json(manifest["features"]["spec"])
     item_ids = stage1.item_ids
     table = _aligned(version_dir / ITEM_TABLE, item_ids)
-    catalog = Catalog.from_items(_aligned(version_dir / CATALOG_TABLE, item_ids))
+    catalog_table = _aligned(version_dir / CATALOG_TABLE, item_ids)
+    catalog = Catalog.from_items(catalog_table)
     ranker = Ranker.load(version_dir / "ranker", manifest["ranker"], spec.names)
-    popularity = stage1.source("popular").popularity  # type: ignore[attr-defined]
+    popularity = stage1.source("popular_long").popularity  # type: ignore[attr-defined]
     order = np.argsort(-popularity.scores_at(float(manifest["stage1"]["as_of"])), kind="stable")
     recommender = Recommender(
         stage1=stage1,
@@ -63,6 +65,7 @@ def load_recommender(
         rules=rules,
         k_candidates=int(manifest["k_candidates"]),
         popularity_order=order,
+        item_tags=ItemTags.from_items(catalog_table),
         version=str(manifest["version"]),
     )
     return recommender, manifest

@@ -26,7 +26,7 @@ class StaticItemFeatures:
         if aligned[ITEM_CATEGORY].isna().any():
             missing = item_ids[aligned[ITEM_CATEGORY].isna().to_numpy()][:5].tolist()
             raise ValueError(f"item feature table lacks items, e.g. {missing}")
-        self.all = ItemBlock.from_frame(aligned.reset_index(), spec)
+        self.all = ItemBlock.from_frame(aligned.reset_index())
 
     def block(self, rows: np.ndarray, as_of: float) -> ItemBlock:
         return self.all.take(rows)
@@ -43,4 +43,4 @@ class PointInTimeItemFeatures:
         at = np.full(len(rows), int(as_of), dtype=np.int64)
         names = self.context.item_category_name[rows]
         numeric = item_feature_matrix(self.context, rows, at)
-        return ItemBlock(numeric, self.spec.codes(ITEM_CATEGORY, names), names)
+        return ItemBlock(numeric, names)

@@ -1,5 +1,5 @@
-"""A ``Recommender`` for offline use: stage 1 fitted on an interaction window, item features computed as of each
-request's time, no business rules — what the training set and the offline evaluation rank with."""
+"""A ``Recommender`` for offline use — the re-ranker's training set and the offline evaluation: a stage 1 fitted
+on an interaction window, item features computed as of each request's time, the given business rules and K."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from models.data.contract import Dataset
 from models.features.snapshots import FeatureContext
 from models.features.spec import FeatureSpec
 from models.ranking.ranker import Ranker
-from models.ranking.rules import NEUTRAL_RULES, Catalog
+from models.ranking.rules import Catalog, RulesConfig
 from models.recommender.item_features import PointInTimeItemFeatures
 from models.recommender.recommender import Recommender
-from models.retrieval.stage1 import Stage1Config, fit_stage1
-from models.settings import Settings
+from models.retrieval.stage1 import Stage1
 
 
 def train_popularity(train: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
@@ -25,12 +24,12 @@ def train_popularity(train: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
 
 
 def offline_recommender(
-    stage1_interactions: pd.DataFrame, dataset: Dataset, vectors: np.ndarray, context: FeatureContext,
-    spec: FeatureSpec, settings: Settings, ranker: Ranker | None,
+    stage1: Stage1, dataset: Dataset, context: FeatureContext, spec: FeatureSpec, ranker: Ranker | None,
+    rules: RulesConfig, k_candidates: int, fit_log: pd.DataFrame,
 ) -> Recommender:  # fmt: skip
-    """Stage 1 fitted on ``stage1_interactions``; item features from ``context`` as of each request."""
-    stage1 = fit_stage1(stage1_interactions, dataset.items, vectors, Stage1Config.from_settings(settings))
+    """The recommend path over ``stage1`` (fitted on ``fit_log``), item features from ``context`` as of each
+    request; short lists are filled in ``fit_log``'s popularity order."""
     catalog = Catalog.from_items(dataset.items)
-    order = np.argsort(-train_popularity(stage1_interactions, catalog.item_ids), kind="stable")
-    return Recommender(stage1, catalog, PointInTimeItemFeatures(context, spec), spec, ranker, NEUTRAL_RULES,
-                       settings.candidates_k, order)  # fmt: skip
+    order = np.argsort(-train_popularity(fit_log, catalog.item_ids), kind="stable")
+    return Recommender(stage1, catalog, PointInTimeItemFeatures(context, spec), spec, ranker, rules, k_candidates,
+                       order, context.tags)  # fmt: skip

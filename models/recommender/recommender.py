@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.features.assembly import ItemBlock, RequestInputs, UserRow, assemble
+from models.features.snapshots import ItemTags
 from models.features.spec import FeatureSpec
 from models.ranking.ranker import Ranker
 from models.ranking.rules import Catalog, Filters, RulesConfig, apply_rules
@@ -25,6 +26,7 @@ from models.recommender.item_features import ItemFeatureSource
 from models.recommender.request import NO_FILTERS, Recommended, Request, Result, Retrieval
 from models.recommender.retrieval import query_for, retrieve, user_is_known
 from models.recommender.similar import similar_items
+from models.retrieval.fusion import Candidates
 from models.retrieval.sources import CollaborativeSource, SemanticSource, UserQuery
 from models.retrieval.stage1 import Stage1
 
@@ -39,12 +41,13 @@ class Recommender:
     rules: RulesConfig
     k_candidates: int
     popularity_order: np.ndarray
+    item_tags: ItemTags
     version: str = ""
 
     def __post_init__(self) -> None:
         self.row_of = pd.Index(self.catalog.item_ids)
         semantic = self.stage1.source("semantic")
-        collaborative = self.stage1.source("collaborative")
+        collaborative = self.stage1.source("ials")
         assert isinstance(semantic, SemanticSource) and isinstance(collaborative, CollaborativeSource)
         self.semantic = semantic
         self.collaborative = collaborative
@@ -99,8 +102,10 @@ class Recommender:
         collab_rows = self.collab_rows[rows]
         collab_items = np.where(collab_rows[:, None] >= 0, self.collaborative.model.item_factors[collab_rows], np.nan)
         seen = retrieval.seen
+        recent = self.row_of.get_indexer(list(query.seen[: self.stage1.config.recent_items]))
         inputs = RequestInputs(
             as_of=request.as_of,
+            candidate_rows=rows,
             user_text_vector=self.semantic.query_vector(
                 UserQuery(query.user_id, query.as_of, query.history_items, query.history_times)
             ),
@@ -112,6 +117,9 @@ class Recommender:
             else np.zeros(len(rows), np.float32),
             provenance_ranks=retrieval.candidates.ranks,
             provenance_scores=retrieval.candidates.scores,
+            fused_scores=_fused_scores(retrieval.candidates),
+            item_tags=self.item_tags,
+            recent_rows=recent[recent >= 0],
             session_vector=self._session_vector(request.session_item_ids),
         )
         return assemble(UserRow.from_mapping(user, self.spec), block, inputs)
@@ -132,6 +140,12 @@ class Recommender:
             raise KeyError(item_id)
         return similar_items(self.semantic, self.collaborative, self.catalog, self.collab_rows, int(row), k, filters,
                              as_of, self.rules.in_stock_only)  # fmt: skip
+
+
+def _fused_scores(candidates: Candidates) -> np.ndarray:
+    if candidates.fused_scores is None:
+        return np.full(len(candidates), np.nan, dtype=np.float32)
+    return candidates.fused_scores
 
 
 def _ms(started: float) -> float:

@@ -19,7 +19,7 @@ from models.retrieval.fusion import Candidates, merge, scale_quotas
 from models.retrieval.sources import SemanticSource, UserQuery
 from models.retrieval.stage1 import Stage1
 
-FALLBACK_SHARES = {"popular": 0.7, "fresh": 0.3}
+FALLBACK_SHARES = {"popular_short": 0.7, "fresh": 0.3}
 """How an unknown user's list is shared between trending and new items."""
 
 
@@ -40,6 +40,7 @@ def query_for(request: Request, user: Mapping[str, Any] | None) -> tuple[UserQue
         as_of=request.as_of,
         history_items=[str(i) for i in as_list(features.get(USER_RECENT_ITEMS))],
         history_times=[float(t) for t in as_list(features.get(USER_RECENT_TIMES))],
+        seen=[str(i) for i in as_list(features.get(USER_SEEN_ITEMS))],
         text_vector=request.query_vector,
         exclude=seen if request.exclude_seen else frozenset(),
     )
@@ -67,7 +68,7 @@ def retrieve(stage1: Stage1, request: Request, user: Mapping[str, Any] | None, k
 def search_candidates(stage1: Stage1, query: UserQuery, k: int) -> Candidates:
     semantic = stage1.source("semantic")
     assert isinstance(semantic, SemanticSource)
-    query = stage1.with_exclude_rows(query)
+    query = stage1.with_rows(query)
     result = stage1.available(semantic.retrieve(query, k), query.as_of)
     return merge([result], {result.source: k}, k, stage1.item_ids)
 

@@ -29,7 +29,7 @@ def similar_items(
             mips_query(collaborative.model.item_factors[collab_row]), fetch + 1
         )
         keep = (found[0] != item_row) & (found[0] >= 0)
-        results.insert(0, SourceResult("collaborative", found[0][keep][:fetch], scores[0][keep][:fetch]))
+        results.insert(0, SourceResult("ials", found[0][keep][:fetch], scores[0][keep][:fetch]))
     merged = merge(results, scale_quotas({r.source: 1.0 for r in results}, fetch), fetch, catalog.item_ids)
     rows = merged.rows
     fused = np.zeros(len(rows), dtype=np.float64)

@@ -9,7 +9,7 @@ vectors returns exactly the ALS ranking.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
-from models.retrieval.matrices import confidence_matrix, interaction_matrix
-from models.settings import Settings
+from models.retrieval.matrices import interaction_matrix
 
 
 @dataclass(frozen=True)
@@ -27,14 +26,13 @@ class AlsParams:
     regularization: float
     iterations: int
     alpha: float
-    negative_weight: float | None
-    """Confidence of non-positive interactions (positives: 1); None trains on binary interactions."""
     seed: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AlsParams:
-        return cls(settings.als_factors, settings.als_regularization, settings.als_iterations, settings.als_alpha,
-                   settings.als_negative_weight, settings.seed)  # fmt: skip
+    def from_params(cls, params: Mapping[str, float], seed: int) -> AlsParams:
+        """From the tuned hyperparameters: ``factors``, ``regularization``, ``alpha``, ``iterations``."""
+        return cls(int(params["factors"]), float(params["regularization"]), int(params["iterations"]),
+                   float(params["alpha"]), seed)  # fmt: skip
 
 
 @dataclass
@@ -111,15 +109,12 @@ class CollaborativeModel:
 def fit_als(
     interactions: pd.DataFrame, item_ids: Sequence[str] | np.ndarray, params: AlsParams, threads: int = 0
 ) -> CollaborativeModel:
-    """Fit implicit's ALS on binary user × item interactions."""
+    """Fit implicit's ALS on binary user × item interactions (confidence 1 + alpha where a user interacted)."""
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)
-    if params.negative_weight is None:
-        matrix = interaction_matrix(interactions, user_ids, item_ids)
-    else:
-        matrix = confidence_matrix(interactions, user_ids, item_ids, params.negative_weight)
+    matrix = interaction_matrix(interactions, user_ids, item_ids)
     # implicit's own threads do the work; BLAS threads would oversubscribe (its warning says the same)
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)

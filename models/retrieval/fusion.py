@@ -28,6 +28,8 @@ class Candidates:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     catalogue: np.ndarray | None = None
     """Item ids by row, to name the candidates."""
+    fused_scores: np.ndarray | None = None
+    """The fusion score of each candidate (the list is in its order); NaN for lists merged by quotas."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -48,7 +50,11 @@ class Candidates:
 
 
 def _with_provenance(
-    results: Sequence[SourceResult], rows: np.ndarray, primary: np.ndarray, catalogue: np.ndarray | None
+    results: Sequence[SourceResult],
+    rows: np.ndarray,
+    primary: np.ndarray,
+    catalogue: np.ndarray | None,
+    fused: np.ndarray | None = None,
 ) -> Candidates:
     """Attach each source's rank and score of every chosen row (-1 / NaN where the source did not return it)."""
     sorter = np.argsort(rows, kind="stable")
@@ -67,7 +73,9 @@ def _with_provenance(
             score[position] = result.scores[hit]
         ranks[result.source] = rank
         scores[result.source] = score
-    return Candidates(rows, primary, ranks, scores, catalogue)
+    if fused is None:
+        fused = np.full(len(rows), np.nan, dtype=np.float32)
+    return Candidates(rows, primary, ranks, scores, catalogue, fused.astype(np.float32))
 
 
 def merge(
@@ -133,7 +141,7 @@ def fuse(
     picked = np.flatnonzero(chosen)
     picked = picked[np.lexsort((unique[picked], -fused[picked]))]
     names = np.array([r.source for r in present], dtype=str)
-    return _with_provenance(results, unique[picked], names[primary_of[picked]], catalogue)
+    return _with_provenance(results, unique[picked], names[primary_of[picked]], catalogue, fused[picked])
 
 
 def scale_quotas(shares: Mapping[str, float], k: int) -> dict[str, int]:

@@ -23,6 +23,7 @@ import scipy.linalg.lapack as lapack
 import scipy.sparse as sp
 
 from models.files import ArtifactError
+from models.retrieval.sources import SourceResult, UserQuery, drop_excluded
 
 ITEM_ITEM_KINDS = ("ease", "rp3beta", "item_knn")
 
@@ -151,6 +152,44 @@ def keep_strongest(weights: np.ndarray, neighbours: int, block: int = 2048) -> N
         part = weights[start : start + block]
         weakest = np.argpartition(-part, neighbours - 1, axis=1)[:, neighbours:]
         np.put_along_axis(part, weakest, 0.0, axis=1)
+
+
+class ItemItemSource:
+    """Candidates from a sparse item × item table, walked from the items the user saw: ``history`` of them, most
+    recent first, each weighing ``decay``^position (1: all alike, as the exact model weighs them)."""
+
+    def __init__(self, name: str, table: sp.csr_matrix, history: int, decay: float):
+        self.name = name
+        self.table = table.tocsr()
+        self.history = history
+        self.decay = decay
+        self.n_items = self.table.shape[0]
+
+    def scores(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Catalogue-length scores: the weighted sum of the table rows of ``rows``."""
+        part = self.table[rows]
+        return np.bincount(part.indices, weights=part.data * np.repeat(weights, np.diff(part.indptr)),
+                           minlength=self.n_items)  # fmt: skip
+
+    def retrieve(self, query: UserQuery, k: int) -> SourceResult:
+        rows = query.seen_rows[: self.history]
+        if not len(rows):
+            return SourceResult.empty(self.name)
+        scores = self.scores(rows, np.power(self.decay, np.arange(len(rows), dtype=np.float64)))
+        found = np.flatnonzero(scores > 0)
+        wanted = min(k + len(query.exclude_rows), len(found))
+        if wanted <= 0:
+            return SourceResult.empty(self.name)
+        top = found[np.argpartition(-scores[found], wanted - 1)[:wanted]]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return drop_excluded(self.name, top, scores[top].astype(np.float32), query.exclude_rows, k)
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        return {**save_table(self.table, folder, self.name), "history": self.history, "decay": self.decay}
+
+    @classmethod
+    def load(cls, name: str, folder: Path, entry: Mapping[str, Any], n_items: int) -> ItemItemSource:
+        return cls(name, load_table(folder, entry, n_items), int(entry["history"]), float(entry["decay"]))
 
 
 def save_table(table: sp.csr_matrix, folder: Path, name: str) -> dict[str, Any]:

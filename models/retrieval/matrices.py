@@ -9,7 +9,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.data import columns as C
-from models.data.splits import is_positive
 
 
 def interaction_matrix(
@@ -30,19 +29,3 @@ def interaction_matrix(
     if binary:
         matrix.data[:] = 1.0
     return matrix
-
-
-def confidence_matrix(
-    interactions: pd.DataFrame, user_ids: Sequence[str] | np.ndarray, item_ids: Sequence[str] | np.ndarray,
-    negative_weight: float = 0.3,
-) -> sp.csr_matrix:  # fmt: skip
-    """Users × items: 1 where the user had a positive interaction with the item, ``negative_weight`` where only
-    weaker ones (views, low ratings). A weak signal still says "seen and considered"."""
-    user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
-    rows = user_index.get_indexer(interactions[C.USER_ID])
-    cols = item_index.get_indexer(interactions[C.ITEM_ID])
-    values = np.where(is_positive(interactions).to_numpy(), 1.0, negative_weight).astype(np.float32)
-    keep = (rows >= 0) & (cols >= 0)
-    frame = pd.DataFrame({"r": rows[keep], "c": cols[keep], "v": values[keep]}).groupby(["r", "c"])["v"].max()
-    r, c = frame.index.get_level_values(0), frame.index.get_level_values(1)
-    return sp.csr_matrix((frame.to_numpy(np.float32), (r, c)), shape=(len(user_index), len(item_index)))

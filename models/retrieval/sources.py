@@ -2,9 +2,10 @@
 
 - ``semantic``: FAISS over text vectors; the query is a recency-weighted mean of the user's recent positive items
   (or an encoded search text);
-- ``collaborative``: FAISS over ALS item vectors; the query is the user's ALS vector (fold-in for new users);
-- ``graph``: RP3beta item-to-item scores from the user's recent items (``models.retrieval.graph``);
-- ``popular``: time-decayed interaction counts as of the query time (trending);
+- ``ials``: FAISS over iALS item vectors; the query is the user's iALS vector (fold-in for new users);
+- item-item sources (``models.retrieval.item_item``): EASE^R, RP3beta, item-kNN from every item the user saw,
+  EASE^R from the last few, item-to-item sequences and co-occurrence from the last items;
+- ``popular_short`` / ``popular_long``: time-decayed interaction counts as of the query time (trending / steady);
 - ``fresh``: the newest items, most popular first.
 
 Every source works on item *rows*: positions in one catalogue order shared by the FAISS indexes, the ALS factors
@@ -33,11 +34,23 @@ class UserQuery:
     user_id: str | None
     as_of: float
     history_items: Sequence[str] = ()
+    """The user's recent positive items, oldest first (what the text and iALS queries are made of)."""
     history_times: Sequence[float] = ()
+    """The times of ``history_items``, or empty when unknown (every item then weighs the same)."""
+    seen: Sequence[str] = ()
+    """Every item the user interacted with, most recent first (what the item-item sources walk from)."""
     text_vector: np.ndarray | None = None
     exclude: frozenset[str] = frozenset()
     exclude_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     """The rows of ``exclude``; sources filter on these (``Stage1`` fills them in)."""
+    seen_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    """The catalogue rows of ``seen``, in its order (``Stage1`` fills them in)."""
+
+    def __post_init__(self) -> None:
+        if len(self.history_times) and len(self.history_times) != len(self.history_items):
+            raise ValueError(
+                f"history_times has {len(self.history_times)} entries for {len(self.history_items)} history_items"
+            )
 
 
 EMPTY_ROWS = np.empty(0, dtype=np.int64)
@@ -100,7 +113,8 @@ class SemanticSource:
         known = rows >= 0
         if not known.any():
             return None
-        weights = recency_weights(times, query.as_of, self.half_life_days)[known]
+        weights = recency_weights(times, query.as_of, self.half_life_days) if times else np.ones(len(items))
+        weights = weights[known]
         vector = (self.item_vectors[rows[known]] * weights[:, None]).sum(axis=0)
         norm = np.linalg.norm(vector)
         return (vector / norm).astype(np.float32) if norm > 0 else None
@@ -114,9 +128,9 @@ class SemanticSource:
 
 
 class CollaborativeSource:
-    """ALS retrieval: FAISS over unit-lifted item factors with the user's vector as query."""
+    """iALS retrieval: FAISS over unit-lifted item factors with the user's vector as query."""
 
-    name = "collaborative"
+    name = "ials"
 
     def __init__(self, index: VectorIndex, model: CollaborativeModel, fold_in_recent: int = 200):
         self.index = index
@@ -140,11 +154,11 @@ class CollaborativeSource:
 
 
 class PopularSource:
-    """Trending items: highest time-decayed popularity as of the query time."""
+    """The most popular items as of the query time, by interaction counts decayed with the popularity's half-life
+    (short: trending; long: steady favourites)."""
 
-    name = "popular"
-
-    def __init__(self, popularity: Popularity):
+    def __init__(self, name: str, popularity: Popularity):
+        self.name = name
         self.popularity = popularity
         self._order: dict[int, np.ndarray] = {}
 

@@ -1,8 +1,11 @@
 """Stage 1 assembled: fit every candidate source on an interaction log, retrieve and fuse for a user as of a time,
 and save / load what a published version serves.
 
-The same ``Stage1.candidates`` call serves offline evaluation (as of each test user's cut time) and the online
-service (as of now).
+The sources (names in ``STAGE1_SOURCES``): the strong single-stage models EASE^R, RP3beta, item-kNN (from every
+item the user saw) and iALS (FAISS); the same EASE^R, sequences and co-occurrence from the user's last items (the
+session); short and long half-life popularity as of the query time; text similarity (FAISS) and fresh items. Their
+hyperparameters are the peers' tuned values; their fusion weights are chosen on the validation cut. The same
+``Stage1.candidates`` call serves offline evaluation (as of each user's cut time) and the online service (now).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from models.data import columns as C
 from models.data.clock import DAY_SECONDS, data_now, unix_seconds
@@ -22,9 +26,11 @@ from models.data.contract import Dataset
 from models.files import ArtifactError
 from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_item_vectors, mips_query
 from models.retrieval.fusion import Candidates, fuse
-from models.retrieval.graph import ItemItemSource, rp3beta_table
 from models.retrieval.indexes import VectorIndex, exact_search
+from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item
+from models.retrieval.matrices import interaction_matrix
 from models.retrieval.popularity import DecayedPopularity, PopularitySnapshot
+from models.retrieval.sequences import cooccurrence_table, transition_table
 from models.retrieval.sources import (
     CandidateSource,
     CollaborativeSource,
@@ -36,24 +42,30 @@ from models.retrieval.sources import (
 )
 from models.settings import Settings
 
+STAGE1_SOURCES = C.STAGE1_SOURCES
+ITEM_ITEM_SOURCES = ("ease", "rp3beta", "item_knn", "ease_recent", "sequence", "cooc_last", "cooc_recent")
+
 
 @dataclass(frozen=True)
 class Stage1Config:
-    """How stage 1 is fitted and fused (every value comes from ``Settings``; a published version records them)."""
+    """How stage 1 is fitted and fused (from ``Settings`` and the tuned peers; a published version records it)."""
 
-    als: AlsParams
+    peer_params: Mapping[str, Mapping[str, float]]
+    """Hyperparameters of ease, rp3beta, item_knn, ials (the tuned peers' values)."""
     weights: Mapping[str, float]
-    """Reciprocal-rank-fusion weight of each source (0: retrieved for provenance, not fused)."""
+    """Reciprocal-rank-fusion weight of each source (0: retrieved for provenance and features, not fused)."""
     reserved: Mapping[str, float]
     """Share of the list each source is guaranteed (its best items), before fusion fills the rest."""
-    graph_top_m: int
-    graph_beta: float
-    graph_recent: int
-    graph_decay: float
+    item_item_max_items: int
+    item_item_neighbours: int
+    item_item_history: int
+    recent_items: int
+    sequence_window: int
     availability_grace_days: float
     """Items launched more than this after the query time are not recommendable (0: strictly point-in-time)."""
     semantic_half_life_days: float
-    popular_half_life_days: float
+    popular_short_half_life_days: float
+    popular_long_half_life_days: float
     fresh_window_days: float
     index_factory: str | None
     ann_target_recall: float
@@ -61,18 +73,29 @@ class Stage1Config:
     seed: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Stage1Config:
+    def from_settings(cls, settings: Settings, peer_params: Mapping[str, Mapping[str, float]] | None = None,
+                      weights: Mapping[str, float] | None = None) -> Stage1Config:  # fmt: skip
+        """The settings' values; ``peer_params`` and ``weights`` (chosen on the validation cut) override theirs."""
+        from_settings = {
+            "ease": {"l2": settings.ease_l2},
+            "rp3beta": {"alpha": settings.rp3beta_alpha, "beta": settings.rp3beta_beta},
+            "item_knn": {"shrink": settings.item_knn_shrink, "neighbours": settings.item_knn_neighbours},
+            "ials": {"factors": settings.als_factors, "regularization": settings.als_regularization,
+                     "alpha": settings.als_alpha, "iterations": settings.als_iterations},
+        }  # fmt: skip
         return cls(
-            als=AlsParams.from_settings(settings),
-            weights=dict(settings.candidate_weights),
+            peer_params={**from_settings, **(peer_params or {})},
+            weights={**settings.candidate_weights, **(weights or {})},
             reserved=dict(settings.candidate_reserved),
-            graph_top_m=settings.graph_top_m,
-            graph_beta=settings.graph_beta,
-            graph_recent=settings.graph_recent,
-            graph_decay=settings.graph_decay,
+            item_item_max_items=settings.item_item_max_items,
+            item_item_neighbours=settings.item_item_neighbours,
+            item_item_history=settings.item_item_history,
+            recent_items=settings.recent_items,
+            sequence_window=settings.sequence_window,
             availability_grace_days=settings.availability_grace_days,
             semantic_half_life_days=settings.semantic_half_life_days,
-            popular_half_life_days=settings.popular_half_life_days,
+            popular_short_half_life_days=settings.popular_short_half_life_days,
+            popular_long_half_life_days=settings.popular_long_half_life_days,
             fresh_window_days=settings.fresh_window_days,
             index_factory=settings.index_factory,
             ann_target_recall=settings.ann_target_recall,
@@ -80,12 +103,15 @@ class Stage1Config:
             seed=settings.seed,
         )
 
+    def als(self) -> AlsParams:
+        return AlsParams.from_params(self.peer_params["ials"], self.seed)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Stage1Config:
-        return cls(**{**data, "als": AlsParams(**data["als"])})
+        return cls(**data)
 
 
 @dataclass
@@ -96,19 +122,18 @@ class Stage1:
     config: Stage1Config
     created: np.ndarray
     item_ids: np.ndarray
-    collaborative: CollaborativeModel | None = None
+    ials: CollaborativeModel
     timings: dict[str, float] = field(default_factory=dict)
+    exact: dict[str, ItemItemModel] = field(default_factory=dict)
+    """The dense item-item models the tables were pruned from (kept only when fitted for evaluation)."""
 
     def __post_init__(self) -> None:
         self._row_of = pd.Index(self.item_ids)
-        grace = self.config.availability_grace_days * DAY_SECONDS
-        self._available_from = self.created - grace
+        self._available_from = self.created - self.config.availability_grace_days * DAY_SECONDS
+        self._by_name = {source.name: source for source in self.sources}
 
     def source(self, name: str) -> CandidateSource:
-        for source in self.sources:
-            if source.name == name:
-                return source
-        raise KeyError(name)
+        return self._by_name[name]
 
     def available(self, result: SourceResult, as_of: float) -> SourceResult:
         """Drop items not launched yet at the query time (a source may know them from later interactions)."""
@@ -117,81 +142,108 @@ class Stage1:
             return result
         return SourceResult(result.source, result.rows[keep], result.scores[keep])
 
-    def with_exclude_rows(self, query: UserQuery) -> UserQuery:
-        if not query.exclude:
-            return query
-        rows = self._row_of.get_indexer(list(query.exclude))
-        return replace(query, exclude_rows=rows[rows >= 0].astype(np.int64))
+    def with_rows(self, query: UserQuery) -> UserQuery:
+        """The query with the catalogue rows of its excluded and seen items filled in."""
+        exclude = self._row_of.get_indexer(list(query.exclude)) if query.exclude else np.empty(0, np.int64)
+        seen = self._row_of.get_indexer(list(query.seen)) if len(query.seen) else np.empty(0, np.int64)
+        return replace(query, exclude_rows=exclude[exclude >= 0].astype(np.int64),
+                       seen_rows=seen[seen >= 0].astype(np.int64))  # fmt: skip
 
     def retrieve_all(self, query: UserQuery, k: int) -> list[SourceResult]:
-        query = self.with_exclude_rows(query)
+        query = self.with_rows(query)
         return [self.available(source.retrieve(query, k), query.as_of) for source in self.sources]
 
     def reserved_slots(self, k: int) -> dict[str, int]:
         return {name: int(round(share * k)) for name, share in self.config.reserved.items()}
 
-    def fuse(self, results: Sequence[SourceResult], k: int) -> Candidates:
-        return fuse(results, k, self.config.weights, self.reserved_slots(k), catalogue=self.item_ids)
+    def fuse(self, results: Sequence[SourceResult], k: int, weights: Mapping[str, float] | None = None) -> Candidates:
+        return fuse(results, k, weights or self.config.weights, self.reserved_slots(k), catalogue=self.item_ids)
 
     def candidates(self, query: UserQuery, k: int) -> Candidates:
         """Every source's top ``k``, fused into ``k`` unique candidates with provenance."""
         return self.fuse(self.retrieve_all(query, k), k)
 
 
+def _tuned_index(vectors: np.ndarray, queries: np.ndarray, item_ids: np.ndarray, config: Stage1Config) -> VectorIndex:
+    """A FAISS index over ``vectors`` whose search parameter reaches the target recall at the serving K."""
+    index = VectorIndex.build(vectors, item_ids, config.index_factory, seed=config.seed)
+    if len(queries):
+        index.tune(queries, exact_search(vectors, queries, config.serving_k), config.serving_k,
+                   config.ann_target_recall)  # fmt: skip
+    return index
+
+
 def fit_stage1(
-    interactions: pd.DataFrame,
-    items: pd.DataFrame,
-    text_vectors: np.ndarray,
-    config: Stage1Config,
-    text_index: VectorIndex | None = None,
-    tuning_queries: int = 200,
-) -> Stage1:
-    """Fit ALS and popularity on ``interactions``, build (or reuse) the FAISS indexes, tune them for the serving K."""
+    interactions: pd.DataFrame, items: pd.DataFrame, text_vectors: np.ndarray, config: Stage1Config,
+    text_index: VectorIndex | None = None, keep_exact: bool = False, tuning_queries: int = 200,
+) -> Stage1:  # fmt: skip
+    """Fit every source on ``interactions``, build (or reuse) the FAISS indexes tuned for the serving K.
+    ``keep_exact``: also keep the dense item-item models (the exact peers of the evaluation)."""
     timings: dict[str, float] = {}
     item_ids = items[C.ITEM_ID].to_numpy().astype(str)
     rng = np.random.default_rng(config.seed)
 
     started = time.perf_counter()
     if text_index is None:
-        text_index = VectorIndex.build(text_vectors, item_ids, config.index_factory, seed=config.seed)
         sample = text_vectors[rng.choice(len(item_ids), size=min(tuning_queries, len(item_ids)), replace=False)]
-        text_index.tune(sample, exact_search(text_vectors, sample, config.serving_k), config.serving_k,
-                        config.ann_target_recall)  # fmt: skip
+        text_index = _tuned_index(text_vectors, sample, item_ids, config)
     timings["semantic_index_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    als = fit_als(interactions, item_ids, config.als)
-    timings["als_fit_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    graph = rp3beta_table(interactions, item_ids, beta=config.graph_beta, top_m=config.graph_top_m)
-    timings["graph_table_s"] = time.perf_counter() - started
-
-    started = time.perf_counter()
+    als = fit_als(interactions, item_ids, config.als())
     lifted, _ = mips_item_vectors(als.item_factors)
-    collab_index = VectorIndex.build(lifted, item_ids, config.index_factory, seed=config.seed)
-    if len(als.user_factors):
-        users = als.user_factors[rng.choice(len(als.user_factors), size=min(tuning_queries, len(als.user_factors)),
-                                            replace=False)]  # fmt: skip
-        queries = np.stack([mips_query(u) for u in users])
-        collab_index.tune(queries, exact_search(lifted, queries, config.serving_k), config.serving_k,
-                          config.ann_target_recall)  # fmt: skip
-    timings["collaborative_index_s"] = time.perf_counter() - started
+    picks = rng.choice(len(als.user_factors), size=min(tuning_queries, len(als.user_factors)), replace=False)
+    queries = np.stack([mips_query(u) for u in als.user_factors[picks]]) if len(picks) else np.empty((0, 0))
+    ials_index = _tuned_index(lifted, queries, item_ids, config)
+    timings["ials_s"] = time.perf_counter() - started
 
-    popularity = DecayedPopularity(interactions, item_ids, config.popular_half_life_days)
+    user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)
+    matrix = interaction_matrix(interactions, user_ids, item_ids)
+    tables: dict[str, sp.csr_matrix] = {}
+    exact: dict[str, ItemItemModel] = {}
+    for kind in ("ease", "rp3beta", "item_knn"):
+        started = time.perf_counter()
+        model = fit_item_item(kind, matrix, config.peer_params[kind], config.item_item_max_items)
+        tables[kind] = model.table(config.item_item_neighbours)
+        if keep_exact:
+            exact[kind] = model
+        del model
+        timings[f"{kind}_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    sequence = transition_table(interactions, item_ids, config.sequence_window, config.item_item_neighbours)
+    cooccurrence = cooccurrence_table(matrix, config.item_item_neighbours)
+    timings["session_tables_s"] = time.perf_counter() - started
+
+    short = DecayedPopularity(interactions, item_ids, config.popular_short_half_life_days)
+    long = DecayedPopularity(interactions, item_ids, config.popular_long_half_life_days)
     created = unix_seconds(items[C.CREATED_AT])
+    history, recent = config.item_item_history, config.recent_items
     sources: list[CandidateSource] = [
-        CollaborativeSource(collab_index, als),
-        ItemItemSource(graph, item_ids, config.graph_recent, config.graph_decay),
-        PopularSource(popularity),
+        ItemItemSource("ease", tables["ease"], history, 1.0),
+        ItemItemSource("rp3beta", tables["rp3beta"], history, 1.0),
+        ItemItemSource("item_knn", tables["item_knn"], history, 1.0),
+        CollaborativeSource(ials_index, als),
+        ItemItemSource("ease_recent", tables["ease"], recent, 1.0),
+        ItemItemSource("sequence", sequence, 2 * recent, SEQUENCE_DECAY),
+        ItemItemSource("cooc_last", cooccurrence, 1, 1.0),
+        ItemItemSource("cooc_recent", cooccurrence, recent, 1.0),
+        PopularSource("popular_short", short),
+        PopularSource("popular_long", long),
         SemanticSource(text_index, text_vectors, config.semantic_half_life_days),
-        FreshSource(item_ids, created, popularity, config.fresh_window_days),
+        FreshSource(item_ids, created, long, config.fresh_window_days),
     ]
-    return Stage1(sources, config, created, item_ids, als, timings)
+    assert tuple(s.name for s in sources) == STAGE1_SOURCES
+    return Stage1(sources, config, created, item_ids, als, timings, exact)
+
+
+SEQUENCE_DECAY = 0.8
+"""The sequence source walks from the last ``2 * recent_items`` items, each step back weighing 0.8 as much."""
 
 
 def stage1_summary(stage1: Stage1) -> dict[str, Any]:
     """What the manifest and MLflow record about the fitted stage 1."""
     summary: dict[str, Any] = {"weights": dict(stage1.config.weights), "reserved": dict(stage1.config.reserved),
+                               "peer_params": {k: dict(v) for k, v in stage1.config.peer_params.items()},
                                "timings": stage1.timings}  # fmt: skip
     for source in stage1.sources:
         index = getattr(source, "index", None)
@@ -203,31 +255,30 @@ def stage1_summary(stage1: Stage1) -> dict[str, Any]:
 def save_stage1(
     stage1: Stage1, folder: Path, items: pd.DataFrame, as_of: float, embedding: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Write indexes, vectors, ALS factors and a popularity snapshot as of ``as_of``; return the manifest section."""
+    """Write indexes, tables, vectors, iALS factors and popularity snapshots as of ``as_of``; return the manifest
+    section."""
     folder.mkdir(parents=True, exist_ok=True)
-    semantic = stage1.source("semantic")
-    collaborative = stage1.source("collaborative")
-    popular = stage1.source("popular")
-    fresh = stage1.source("fresh")
-    graph = stage1.source("graph")
-    assert isinstance(semantic, SemanticSource) and isinstance(collaborative, CollaborativeSource)
-    assert isinstance(popular, PopularSource) and isinstance(fresh, FreshSource)
-    assert isinstance(graph, ItemItemSource)
+    semantic, ials = stage1.source("semantic"), stage1.source("ials")
+    assert isinstance(semantic, SemanticSource) and isinstance(ials, CollaborativeSource)
     np.save(folder / "item_ids.npy", items[C.ITEM_ID].to_numpy().astype(str), allow_pickle=False)
-    np.save(folder / "created_at.npy", fresh.created, allow_pickle=False)
+    np.save(folder / "created_at.npy", stage1.created, allow_pickle=False)
     np.save(folder / "text_vectors.npy", semantic.item_vectors, allow_pickle=False)
-    popularity = popular.popularity
-    snapshot = popularity.snapshot(as_of) if isinstance(popularity, DecayedPopularity) else popularity
-    assert isinstance(snapshot, PopularitySnapshot)
+    tables = {}
+    for name in ITEM_ITEM_SOURCES:
+        source = stage1.source(name)
+        assert isinstance(source, ItemItemSource)
+        tables[name] = source.save(folder)
+    popularity = {}
+    for name in ("popular_short", "popular_long"):
+        source = stage1.source(name)
+        assert isinstance(source, PopularSource) and isinstance(source.popularity, DecayedPopularity)
+        popularity[name] = source.popularity.snapshot(as_of).save(folder, name)
     return {
         "embedding": dict(embedding),
-        "indexes": {
-            "semantic": semantic.index.save(folder, "semantic"),
-            "collaborative": collaborative.index.save(folder, "collaborative"),
-        },
-        "als": collaborative.model.save(folder / "als"),
-        "popularity": snapshot.save(folder, "popularity"),
-        "graph": graph.save(folder, "graph"),
+        "indexes": {"semantic": semantic.index.save(folder, "semantic"), "ials": ials.index.save(folder, "ials")},
+        "ials": ials.model.save(folder / "ials"),
+        "tables": tables,
+        "popularity": popularity,
         "config": stage1.config.to_json(),
         "items": len(items),
         "as_of": as_of,
@@ -237,35 +288,41 @@ def save_stage1(
 def load_stage1(folder: Path, section: Mapping[str, Any], encoder_dim: int | None = None) -> Stage1:
     """Rebuild the sources from a published ``stage1`` folder, checking dimensions against the manifest."""
     item_ids = np.load(folder / "item_ids.npy", allow_pickle=False)
-    indexes = section["indexes"]
+    n_items = len(item_ids)
     dim = int(section["embedding"]["dim"])
     if encoder_dim is not None and dim != encoder_dim:
         raise ArtifactError(f"{folder}: embedding dimension {dim} in the manifest, encoder gives {encoder_dim}")
-    semantic_index = VectorIndex.load(folder, indexes["semantic"], expected_dim=dim)
-    als = CollaborativeModel.load(folder / "als", section["als"])
-    collab_index = VectorIndex.load(folder, indexes["collaborative"], expected_dim=als.dim + 1)
+    semantic_index = VectorIndex.load(folder, section["indexes"]["semantic"], expected_dim=dim)
+    als = CollaborativeModel.load(folder / "ials", section["ials"])
+    ials_index = VectorIndex.load(folder, section["indexes"]["ials"], expected_dim=als.dim + 1)
     text_vectors = np.load(folder / "text_vectors.npy", allow_pickle=False, mmap_mode="r")
-    if text_vectors.shape != (len(item_ids), dim):
-        raise ArtifactError(
-            f"{folder / 'text_vectors.npy'}: shape {text_vectors.shape}, expected {(len(item_ids), dim)}"
-        )
-    popularity = PopularitySnapshot.load(folder, section["popularity"], item_ids)
+    if text_vectors.shape != (n_items, dim):
+        raise ArtifactError(f"{folder / 'text_vectors.npy'}: shape {text_vectors.shape}, expected {(n_items, dim)}")
+    popularity = {
+        name: PopularitySnapshot.load(folder, entry, item_ids) for name, entry in section["popularity"].items()
+    }
     created = np.load(folder / "created_at.npy", allow_pickle=False)
     config = Stage1Config.from_json(section["config"])
+    tables = {name: ItemItemSource.load(name, folder, entry, n_items) for name, entry in section["tables"].items()}
     sources: list[CandidateSource] = [
-        CollaborativeSource(collab_index, als),
-        ItemItemSource.load(folder, section["graph"], item_ids),
-        PopularSource(popularity),
+        tables["ease"], tables["rp3beta"], tables["item_knn"], CollaborativeSource(ials_index, als),
+        tables["ease_recent"], tables["sequence"], tables["cooc_last"], tables["cooc_recent"],
+        PopularSource("popular_short", popularity["popular_short"]),
+        PopularSource("popular_long", popularity["popular_long"]),
         SemanticSource(semantic_index, np.asarray(text_vectors), config.semantic_half_life_days),
-        FreshSource(item_ids, created, popularity, config.fresh_window_days),
-    ]
+        FreshSource(item_ids, created, popularity["popular_long"], config.fresh_window_days),
+    ]  # fmt: skip
+    if tuple(s.name for s in sources) != STAGE1_SOURCES:
+        raise ArtifactError(f"{folder}: sources {[s.name for s in sources]} differ from this code's {STAGE1_SOURCES}")
     return Stage1(sources, config, created, item_ids, als)
 
 
-def build_stage1_step(dataset: Dataset, text_vectors: np.ndarray, settings: Settings, out_dir: Path) -> dict[str, Any]:
+def build_stage1_step(
+    dataset: Dataset, text_vectors: np.ndarray, config: Stage1Config, embedding_backend: str, out_dir: Path
+) -> dict[str, Any]:
     """Fit stage 1 on every interaction and save it for serving; returns the manifest section."""
-    stage1 = fit_stage1(dataset.interactions, dataset.items, text_vectors, Stage1Config.from_settings(settings))
-    embedding = {"model": settings.embedding_backend, "dim": int(text_vectors.shape[1])}
+    stage1 = fit_stage1(dataset.interactions, dataset.items, text_vectors, config)
+    embedding = {"model": embedding_backend, "dim": int(text_vectors.shape[1])}
     section = save_stage1(stage1, out_dir, dataset.items, data_now(dataset.interactions), embedding)
     section["summary"] = stage1_summary(stage1)
     return section

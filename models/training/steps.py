@@ -1,4 +1,9 @@
-"""The re-ranker's pipeline steps as plain functions: build the training set → train LightGBM LambdaRank.
+"""The re-ranker's pipeline steps as plain functions, every choice made on the validation cut inside train:
+
+1. ``training_step``: stage 1 fitted on the inner history with the tuned peers' hyperparameters, its fusion weights
+   chosen on the validation users, their candidates labelled by the validation window (the training set);
+2. ``train_step``: LambdaRank cross-validated over user folds at every candidate-set size K — the served K is the
+   smallest within a tolerance of the best out-of-fold NDCG@10 — then one model trained on every user at that K.
 
 Each step reads what the previous one wrote (numpy, LightGBM text, JSON) so the flow can cache and resume them.
 """
@@ -6,21 +11,30 @@ Each step reads what the previous one wrote (numpy, LightGBM text, JSON) so the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from models.data import columns as C
+from models.data.clock import unix_seconds
 from models.data.contract import Dataset
-from models.data.splits import evaluation_split, label_split
-from models.features.snapshots import FeatureContext
+from models.data.splits import Split, evaluation_split, label_split, relevant_items, sample_users
+from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import CATEGORICAL_FEATURES, FeatureSpec
 from models.features.store import open_store
 from models.files import write_json
-from models.ranking.ranker import Ranker, RankerParams, RankingData, train_ranker
+from models.ranking.ranker import Ranker, RankerParams, RankingData, fit_ranker, ranking_dataset, train_ranker
+from models.ranking.rules import NEUTRAL_RULES
 from models.recommender.offline import offline_recommender
+from models.recommender.request import Request
+from models.recommender.retrieval import query_for
+from models.retrieval.stage1 import Stage1, Stage1Config, fit_stage1
 from models.settings import Settings
+from models.training.fusion import tune_fusion_weights, user_candidates
 from models.training.training_set import build_training_set, choose_training_users
 
 ABLATION_GROUPS: dict[str, tuple[str, ...]] = {
@@ -31,63 +45,176 @@ ABLATION_GROUPS: dict[str, tuple[str, ...]] = {
                 "s1_fresh_rank", "s1_fresh_score"),
 }  # fmt: skip
 """Feature groups the demo catalog plants signal in; the ablation retrains without them on the same data."""
-
-
 TRAINING_FILE = "training_set.npz"
-
-
 SPEC_FILE = "feature_spec.json"
-
-
+STAGE1_FILE = "stage1_config.json"
 RANKER_SECTION = "ranker_section.json"
 
 
-def training_step(dataset: Dataset, vectors: np.ndarray, settings: Settings, out_dir: Path) -> dict[str, Any]:
-    """Build the training set inside train (stage 1 fit on the fit window) and save it with the feature spec."""
+def validation_cut(dataset: Dataset, settings: Settings) -> tuple[Split, Split]:
+    """(the protocol's train / test split, the same cut inside train: inner history / validation window)."""
     split = evaluation_split(dataset.interactions, settings.test_fraction)
-    inner = label_split(split.history, settings.label_fraction)
-    spec = FeatureSpec.fit(dataset.users, dataset.items[C.CATEGORY])
-    context = FeatureContext(dataset.items, dataset.users, split.history)
-    recommender = offline_recommender(inner.history, dataset, vectors, context, spec, settings, ranker=None)
+    return split, label_split(split.history, settings.label_fraction)
+
+
+def choose_fusion(
+    stage1: Stage1, context: FeatureContext, inner: Split, settings: Settings
+) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """Fusion weights that maximise the merged recall of validation positives at the smallest and largest servable
+    K, from the queries the service builds (the users' features as of their validation cut)."""
+    if not settings.fusion_tuning:
+        return dict(stage1.config.weights), {}
+    relevant = relevant_items(inner)
+    users = sample_users(list(set(relevant) & set(inner.history[C.USER_ID])), settings.tuning_max_users, settings.seed)
+    cut = inner.cut_times().loc[users]
+    frame = user_snapshots(context, users, cut.to_numpy()).set_index(C.USER_ID)
+    row_of = pd.Index(stage1.item_ids)
+    as_of = dict(zip(users, unix_seconds(cut).tolist(), strict=True))
+    sources = [source.name for source in stage1.sources]
+    candidates = []
+    for user in users:
+        query, _ = query_for(Request(user_id=user, as_of=as_of[user]), frame.loc[user].to_dict())
+        rows = row_of.get_indexer(sorted(relevant[user]))
+        rows = rows[rows >= 0]
+        if len(rows):
+            candidates.append(user_candidates(stage1.retrieve_all(query, settings.candidates_k), sources, rows))
+    ks = [k for k in settings.k_sweep if k <= settings.candidates_k] or [settings.candidates_k]
+    weights, tuned, start = tune_fusion_weights(stage1.config.weights, candidates, sources, (min(ks), max(ks)))
+    return weights, {"validation_recall_start": start, "validation_recall_tuned": tuned,
+                     "users": float(len(candidates))}  # fmt: skip
+
+
+def training_step(
+    dataset: Dataset, vectors: np.ndarray, peer_params: Mapping[str, Mapping[str, float]], settings: Settings,
+    out_dir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit stage 1 on the inner history, choose its fusion weights, build the training set; save the set, the
+    feature spec and the stage-1 configuration (tuned peers + weights) every later fit uses."""
+    split, inner = validation_cut(dataset, settings)
+    spec = FeatureSpec.fit(dataset.users)
+    context = FeatureContext(dataset.items, dataset.users, inner.history, item_log=split.history)
+    config = Stage1Config.from_settings(settings, peer_params=peer_params)
+    stage1 = fit_stage1(inner.history, dataset.items, vectors, config)
+    weights, fusion = choose_fusion(stage1, context, inner, settings)
+    stage1 = replace(stage1, config=replace(config, weights=weights))
+    recommender = offline_recommender(stage1, dataset, context, spec, None, NEUTRAL_RULES, settings.candidates_k,
+                                      inner.history)  # fmt: skip
     store = open_store(settings, dataset.name)  # the flow applied the feature definitions
     users = choose_training_users(inner, settings.train_max_users, settings.seed)
     training = build_training_set(recommender, context, inner, split.cut_times(), store, settings, dataset.name, users)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    relevant = relevant_items(inner)
     data = training.data
+    data.relevant = np.array([len(relevant.get(u, ())) for u in data.group_users])
+    out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / TRAINING_FILE, features=data.features, labels=data.labels, groups=data.groups,
-             group_users=data.group_users.astype(str))  # fmt: skip
+             group_users=data.group_users.astype(str), relevant=data.relevant)  # fmt: skip
     write_json(spec.to_json(), out_dir / SPEC_FILE)
-    return training.stats
+    write_json(stage1.config.to_json(), out_dir / STAGE1_FILE)
+    return {**training.stats, **{f"fusion_{k}": v for k, v in fusion.items()}}
 
 
 def load_training(folder: Path) -> tuple[RankingData, FeatureSpec]:
     with np.load(folder / TRAINING_FILE, allow_pickle=False) as saved:
-        data = RankingData(saved["features"], saved["labels"], saved["groups"], saved["group_users"])
+        data = RankingData(saved["features"], saved["labels"], saved["groups"], saved["group_users"],
+                           saved["relevant"])  # fmt: skip
     return data, FeatureSpec.from_json(json.loads((folder / SPEC_FILE).read_text()))
 
 
-def validation_groups(data: RankingData, settings: Settings) -> np.ndarray:
-    """Mask of the training groups (users) held out for early stopping: a seeded share of them."""
-    valid = np.random.default_rng(settings.seed).random(len(data.groups)) < settings.ranker_valid_fraction
-    if valid.all() or not valid.any():
-        raise ValueError(f"cannot hold out users: {len(data.groups)} training groups")
-    return valid
+def load_stage1_config(folder: Path) -> Stage1Config:
+    return Stage1Config.from_json(json.loads((folder / STAGE1_FILE).read_text()))
+
+
+def user_folds(users: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A seeded fold number per group (each group is one user)."""
+    return np.random.default_rng(seed).permutation(len(users)) % folds
+
+
+def cross_validate(
+    data: RankingData, spec: FeatureSpec, params: RankerParams, ks: list[int], folds: int, seed: int,
+    masked_columns: tuple[int, ...] = (),
+) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Per K: out-of-fold NDCG@10 of rankers trained on each group's first K candidates (per user, so users can be
+    compared across K) and the folds' best iterations. The folds are subsets of one binned dataset per K."""
+    fold = user_folds(data.group_users, folds, seed)
+    out: dict[int, dict[str, Any]] = {}
+    for k in ks:
+        truncated = data.truncate(k)
+        binned = ranking_dataset(truncated, spec.names, CATEGORICAL_FEATURES, params, masked_columns)
+        per_user = np.zeros(len(truncated.groups))
+        iterations = []
+        for f in range(folds):
+            held = fold == f
+            train_rows, held_rows = truncated.group_rows(~held).tolist(), truncated.group_rows(held).tolist()
+            ranker = fit_ranker(binned.subset(train_rows), binned.subset(held_rows), spec.names, CATEGORICAL_FEATURES,
+                                params, masked_columns)  # fmt: skip
+            valid = truncated.select_groups(held)
+            per_user[held] = valid.true_ndcg(ranker.predict(valid.features, threads=params.threads))
+            iterations.append(ranker.best_iteration)
+            del valid
+        out[k] = {"ndcg@10": float(per_user.mean()), "per_user": per_user, "iterations": iterations}
+        del binned, truncated
+    return out
+
+
+def choose_k(ndcg_by_k: Mapping[int, float], tolerance: float) -> int:
+    """The smallest K whose NDCG is within ``tolerance`` (a share) of the best."""
+    best = max(ndcg_by_k.values())
+    return min(size for size, value in ndcg_by_k.items() if value >= (1.0 - tolerance) * best)
+
+
+def final_ranker(
+    data: RankingData, spec: FeatureSpec, params: RankerParams, k: int, iterations: list[int],
+    masked_columns: tuple[int, ...] = (),
+) -> Ranker:  # fmt: skip
+    """One model on every user's first K candidates, as many rounds as the folds found best on average."""
+    rounds = max(1, int(round(float(np.mean(iterations)))))
+    return train_ranker(data.truncate(k), None, spec.names, CATEGORICAL_FEATURES,
+                        replace(params, num_boost_round=rounds), masked_columns)  # fmt: skip
 
 
 def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[str, Any]:
-    """LambdaRank with early stopping on held-out training users; saves the text model and its section."""
+    """Cross-validate at every K, choose K, train the final model on every training user at that K."""
     data, spec = load_training(training_dir)
-    valid = validation_groups(data, settings)
-    ranker = train_ranker(data.select_groups(~valid), data.select_groups(valid), spec.names, CATEGORICAL_FEATURES,
-                          RankerParams.from_settings(settings))  # fmt: skip
+    params = RankerParams.from_settings(settings)
+    ks = [k for k in settings.k_sweep if k <= settings.candidates_k] or [settings.candidates_k]
+    sweep = cross_validate(data, spec, params, ks, settings.ranker_folds, settings.seed)
+    chosen = choose_k({k: v["ndcg@10"] for k, v in sweep.items()}, settings.k_tolerance)
+    grid = {(params.num_leaves, params.min_data_in_leaf): sweep[chosen]}
+    for leaves, min_data in settings.ranker_grid:
+        if (leaves, min_data) not in grid:
+            trial = replace(params, num_leaves=leaves, min_data_in_leaf=min_data)
+            grid[(leaves, min_data)] = cross_validate(data, spec, trial, [chosen], settings.ranker_folds,
+                                                      settings.seed)[chosen]  # fmt: skip
+    leaves, min_data = max(grid, key=lambda key: grid[key]["ndcg@10"])
+    best = grid[(leaves, min_data)]
+    params = replace(params, num_leaves=leaves, min_data_in_leaf=min_data)
+    ranker = final_ranker(data, spec, params, chosen, best["iterations"])
     section = ranker.save(out_dir)
-    section["valid_ndcg@10"] = float(ranker.history.get("valid_ndcg@10", [np.nan])[ranker.best_iteration - 1])
-    section["importance"] = ranker.importance()
-    section["train_groups"] = int((~valid).sum())
-    section["valid_groups"] = int(valid.sum())
+    section.update(
+        k_candidates=chosen,
+        validation_ndcg=best["ndcg@10"],
+        leaves=leaves,
+        min_data_in_leaf=min_data,
+        grid=[{"leaves": k[0], "min_data_in_leaf": k[1], "ndcg@10": v["ndcg@10"]} for k, v in grid.items()],
+        k_sweep=[{"k_candidates": k, "ndcg@10": v["ndcg@10"], "iterations": v["iterations"]} for k, v in sweep.items()],
+        importance=ranker.importance(),
+        train_groups=int(len(data.groups)),
+    )
+    np.save(out_dir / "validation_per_user.npy", best["per_user"], allow_pickle=False)
     (out_dir / SPEC_FILE).write_text((training_dir / SPEC_FILE).read_text())
+    (out_dir / STAGE1_FILE).write_text((training_dir / STAGE1_FILE).read_text())
     write_json(section, out_dir / RANKER_SECTION)
     return section
+
+
+def validation_ndcg(training_dir: Path, ranker: Ranker, k: int) -> np.ndarray | None:
+    """Per training user, NDCG@10 of ``ranker`` re-ranking the first ``k`` validation candidates (None when its
+    features differ from this training set's): how a champion is compared with a challenger's out-of-fold figure."""
+    data, spec = load_training(training_dir)
+    if ranker.feature_names != list(spec.names):
+        return None
+    held = data.truncate(k)
+    return held.true_ndcg(ranker.predict(held.features, threads=2))
 
 
 def load_ranker(folder: Path) -> tuple[Ranker, FeatureSpec, dict[str, Any]]:
@@ -96,10 +223,15 @@ def load_ranker(folder: Path) -> tuple[Ranker, FeatureSpec, dict[str, Any]]:
     return Ranker.load(folder, section, spec.names), spec, section
 
 
-def ablated_ranker(training_dir: Path, groups: tuple[str, ...], settings: Settings) -> Ranker:
-    """The same training as ``train_step`` with the columns of ``groups`` blanked."""
+def ablated_ranker(
+    training_dir: Path, groups: tuple[str, ...], section: Mapping[str, Any], settings: Settings
+) -> Ranker:  # fmt: skip
+    """The served ranker's training (its K, leaves and rows per leaf) with the columns of ``groups`` blanked;
+    rounds from its own cross-validation."""
     data, spec = load_training(training_dir)
-    valid = validation_groups(data, settings)
     columns = tuple(spec.names.index(name) for group in groups for name in ABLATION_GROUPS[group])
-    return train_ranker(data.select_groups(~valid), data.select_groups(valid), spec.names, CATEGORICAL_FEATURES,
-                        RankerParams.from_settings(settings), masked_columns=columns)  # fmt: skip
+    k = int(section["k_candidates"])
+    params = replace(RankerParams.from_settings(settings), num_leaves=int(section["leaves"]),
+                     min_data_in_leaf=int(section["min_data_in_leaf"]))  # fmt: skip
+    sweep = cross_validate(data, spec, params, [k], settings.ranker_folds, settings.seed, columns)
+    return final_ranker(data, spec, params, k, sweep[k]["iterations"], columns)

@@ -1,6 +1,11 @@
-"""The re-ranker's training set: stage-1 candidates for training users as of their inner cut time inside *train*,
-graded labels from the label window, stored features joined point-in-time through Feast, cross features from the
-same ``Recommender.feature_matrix`` the service uses. One group per user request.
+"""The re-ranker's training set, built inside *train* on the validation cut: for every validation user, stage-1
+candidates (stage 1 fitted on the inner history) as of the user's validation cut, labelled by the validation
+window's positives — the same positives the evaluation counts. One group per user.
+
+Features: the user's stored features joined point-in-time through Feast (one row per user and cut time); item
+features from the point-in-time snapshot function itself, as of the cut (the same function writes the item table a
+version serves; a Feast as-of join of millions of (item, time) rows would pair each with every earlier snapshot of
+its item); cross features from the same ``Recommender.feature_matrix`` the service uses.
 """
 
 from __future__ import annotations
@@ -13,100 +18,78 @@ from feast import FeatureStore
 
 from models.data import columns as C
 from models.data.clock import whole_seconds
-from models.data.splits import Split, sample_users
-from models.features.assembly import ItemBlock
-from models.features.snapshots import FeatureContext, item_snapshots, user_snapshots
-from models.features.spec import EVENT_TIMESTAMP, ITEM_VIEW
-from models.features.store import append_snapshots, append_user_snapshots, training_frame
+from models.data.splits import Split, is_positive, sample_users
+from models.features.snapshots import FeatureContext, user_snapshots
+from models.features.spec import EVENT_TIMESTAMP, USER_VIEW
+from models.features.store import append_user_snapshots, point_in_time_join
 from models.ranking.ranker import RankingData
 from models.recommender.recommender import Recommender
 from models.recommender.request import Request
 from models.settings import Settings
 
-EVENT_GRADES = {C.VIEW: 1, C.CLICK: 2, C.ADD_TO_CART: 3, C.PURCHASE: 4}
+EVENT_GRADES = {C.CLICK: 1, C.ADD_TO_CART: 2, C.PURCHASE: 3}
+"""Label grades of the positives by how much they are worth: a purchase outranks a cart, a cart a click."""
 
 
 class LeakageError(AssertionError):
     """A feature or label time is not where the protocol requires it."""
 
 
-def interaction_grades(interactions: pd.DataFrame) -> np.ndarray:
-    """purchase 4 > add-to-cart 3 > click 2 > view 1; ratings: ≥ 4.5 → 2, ≥ 4 → 1, lower → 0."""
-    by_event = interactions[C.EVENT_TYPE].map(EVENT_GRADES).fillna(0).to_numpy(dtype=np.int32)
-    rating = interactions[C.RATING].to_numpy(dtype=float)
-    by_rating = np.where(rating >= 4.5, 2, np.where(rating >= 4.0, 1, 0))
-    return np.where(np.isnan(rating), by_event, by_rating).astype(np.int32)
-
-
-def label_table(label_window: pd.DataFrame) -> pd.Series:
-    """Best grade per (user, item) in the label window."""
-    grades = pd.Series(interaction_grades(label_window), index=pd.MultiIndex.from_arrays(
-        [label_window[C.USER_ID].to_numpy(), label_window[C.ITEM_ID].to_numpy()]))  # fmt: skip
-    return grades.groupby(level=[0, 1]).max()
+def label_grades(holdout: pd.DataFrame, history: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per user and item, the label of the held-out window: the evaluation's positives (rating ≥ 4, or a click,
+    cart or purchase) not seen in history, graded by event type (ratings: 1); everything else is 0."""
+    positive = holdout[is_positive(holdout).to_numpy()]
+    grades = positive[C.EVENT_TYPE].map(EVENT_GRADES).fillna(1).astype(int).to_numpy()
+    seen = set(zip(history[C.USER_ID], history[C.ITEM_ID], strict=True))
+    labels: dict[str, dict[str, int]] = {}
+    for user, item, grade in zip(positive[C.USER_ID], positive[C.ITEM_ID], grades, strict=True):
+        if (user, item) in seen:
+            continue
+        mine = labels.setdefault(user, {})
+        mine[item] = max(mine.get(item, 0), int(grade))
+    return labels
 
 
 @dataclass
 class TrainingSet:
     data: RankingData
-    entity_rows: pd.DataFrame
     stats: dict[str, float]
 
 
 def choose_training_users(inner: Split, max_users: int | None, seed: int) -> list[str]:
-    """Users with at least one label-window interaction (a seeded sample when capped)."""
-    return sample_users(list(set(inner.holdout[C.USER_ID]) & set(inner.history[C.USER_ID])), max_users, seed)
+    """Users with history before the validation cut and a positive in the validation window (sampled when capped)."""
+    labels = label_grades(inner.holdout, inner.history)
+    return sample_users(list(set(labels) & set(inner.history[C.USER_ID])), max_users, seed)
 
 
 def build_training_set(
-    recommender: Recommender,
-    context: FeatureContext,
-    inner: Split,
-    outer_cut_times: pd.Series,
-    store: FeatureStore,
-    settings: Settings,
-    dataset: str,
-    users: list[str],
-) -> TrainingSet:
-    """Candidates from ``recommender`` (stage 1 fit on the fit window) for ``users`` as of their inner cut time."""
+    recommender: Recommender, context: FeatureContext, inner: Split, outer_cut_times: pd.Series,
+    store: FeatureStore, settings: Settings, dataset: str, users: list[str],
+) -> TrainingSet:  # fmt: skip
+    """Candidates (the ``settings.candidates_k`` best, in stage-1 order) for ``users`` as of their validation cut."""
     cut = inner.cut_times().loc[users]
-    as_of = pd.Series(whole_seconds(cut).astype(float), index=cut.index)
+    as_of = dict(zip(users, whole_seconds(cut).astype(float).tolist(), strict=True))
     user_frame = user_snapshots(context, users, cut.to_numpy())
-    user_rows = user_frame.set_index(C.USER_ID)
-    labels = label_table(inner.holdout)
-    grades_of: dict[str, dict[str, int]] = {}
-    for (user, item), grade in labels.items():
-        grades_of.setdefault(user, {})[item] = int(grade)
-    request_rows = []
+    append_user_snapshots(settings, dataset, user_frame)
+    check_no_leakage(cut, inner, outer_cut_times)
+    user_rows = point_in_time_join(store, pd.DataFrame({C.USER_ID: users, EVENT_TIMESTAMP: cut.to_numpy()}), USER_VIEW)
+    histories = user_frame.set_index(C.USER_ID)
+    labels = label_grades(inner.holdout, inner.history)
     retrievals = {}
     for user in users:
-        request = Request(user_id=user, k=settings.candidates_k, as_of=float(as_of[user]))
-        retrieval = recommender.retrieve(request, user_rows.loc[user].to_dict())
-        item_ids = retrieval.candidates.item_ids
-        mine = grades_of.get(user, {})
-        grades = np.array([mine.get(item, 0) for item in item_ids.tolist()], dtype=np.int32)
-        if grades.max(initial=0) <= 0:
-            continue  # no gradient without a positive in the group
-        retrievals[user] = (request, retrieval, grades.astype(np.int32))
-        request_rows.append(pd.DataFrame({C.USER_ID: user, C.ITEM_ID: item_ids, EVENT_TIMESTAMP: cut[user]}))
+        request = Request(user_id=user, k=settings.candidates_k, as_of=as_of[user])
+        retrieval = recommender.retrieve(request, histories.loc[user].to_dict())
+        mine = labels.get(user, {})
+        grades = np.array([mine.get(item, 0) for item in retrieval.candidates.item_ids.tolist()], dtype=np.int32)
+        if grades.max(initial=0) > 0:  # no gradient without a positive in the group
+            retrievals[user] = (request, retrieval, grades)
     if not retrievals:
         raise ValueError("no training user has a labelled candidate: stage 1 retrieves none of the label items")
-    entity_rows = pd.concat(request_rows, ignore_index=True)
-    item_frame = item_snapshots(context, entity_rows[C.ITEM_ID].to_numpy(), entity_rows[EVENT_TIMESTAMP].to_numpy())
-    append_user_snapshots(settings, dataset, user_frame[user_frame[C.USER_ID].isin(list(retrievals))])
-    append_snapshots(settings, dataset, ITEM_VIEW, item_frame.drop_duplicates([C.ITEM_ID, EVENT_TIMESTAMP]))
-    frame = training_frame(store, entity_rows)
-    check_no_leakage(entity_rows, inner, outer_cut_times)
-    all_items = ItemBlock.from_frame(frame, recommender.spec)
-    frame_items = frame[C.ITEM_ID].to_numpy()
+    stored_users = user_rows.set_index(C.USER_ID)
     blocks, label_parts, group_sizes = [], [], []
-    start = 0
     for user, (request, retrieval, grades) in retrievals.items():
-        rows = np.arange(start, start + len(grades))
-        start += len(grades)
-        if (frame_items[rows] != retrieval.candidates.item_ids).any():
-            raise RuntimeError(f"feature rows of user {user} are out of order")
-        user_features = frame.iloc[rows[0]].to_dict()
-        blocks.append(recommender.feature_matrix(request, retrieval, user_features, all_items.take(rows)))
+        items = recommender.item_features.block(retrieval.rows, request.as_of)
+        blocks.append(recommender.feature_matrix(request, retrieval, stored_users.loc[user].to_dict(), items))
         label_parts.append(grades)
         group_sizes.append(len(grades))
     labels_all = np.concatenate(label_parts)
@@ -116,20 +99,20 @@ def build_training_set(
         "rows": float(len(labels_all)),
         "positive_rows": float((labels_all > 0).sum()),
         "mean_group_size": float(np.mean(group_sizes)),
+        "users_without_a_retrieved_positive": float(len(users) - len(retrievals)),
     }
-    return TrainingSet(data, entity_rows, stats)
+    return TrainingSet(data, stats)
 
 
-def check_no_leakage(entity_rows: pd.DataFrame, inner: Split, outer_cut_times: pd.Series) -> None:
-    """Every feature time is before every label of its user, and every label is before the user's test start."""
-    feature_time = entity_rows.groupby(C.USER_ID)[EVENT_TIMESTAMP].max()
-    first_label = inner.holdout.groupby(C.USER_ID)[C.TIMESTAMP].min().reindex(feature_time.index)
-    last_label = inner.holdout.groupby(C.USER_ID)[C.TIMESTAMP].max().reindex(feature_time.index)
-    test_start = outer_cut_times.reindex(feature_time.index)
-    if (feature_time > first_label).any():
-        raise LeakageError(
-            f"features after labels for users {list(feature_time.index[feature_time > first_label][:5])}"
-        )
-    late = last_label > test_start  # equal times are ties split by position, as the protocol cuts by position
+def check_no_leakage(feature_times: pd.Series, inner: Split, outer_cut_times: pd.Series) -> None:
+    """Every feature time is at or before every label of its user, and every label at or before the user's test
+    start (ties at the cuts are split by position, as the protocol cuts by position)."""
+    users = feature_times.index
+    first_label = inner.holdout.groupby(C.USER_ID)[C.TIMESTAMP].min().reindex(users)
+    last_label = inner.holdout.groupby(C.USER_ID)[C.TIMESTAMP].max().reindex(users)
+    test_start = outer_cut_times.reindex(users)
+    if (feature_times > first_label).any():
+        raise LeakageError(f"features after labels for users {list(users[feature_times > first_label][:5])}")
+    late = last_label > test_start
     if late.any():
-        raise LeakageError(f"labels after the test start for users {list(feature_time.index[late][:5])}")
+        raise LeakageError(f"labels after the test start for users {list(users[late][:5])}")

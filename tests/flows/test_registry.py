@@ -1,4 +1,4 @@
-"""The registered re-ranker's ``champion`` alias moves only when a new model beats it on the same evaluation."""
+"""The registered re-ranker's ``champion`` alias moves only when a new model beats it on the same validation users."""
 
 from __future__ import annotations
 
@@ -31,50 +31,50 @@ def tiny_ranker_dir(folder: Path, spec: FeatureSpec, seed: int) -> Path:
     )
     ranker = train_ranker(data, data, spec.names, CATEGORICAL_FEATURES, params)
     section = ranker.save(folder)
-    section.update({"valid_ndcg@10": 0.5, "importance": ranker.importance()})
+    section.update({"validation_ndcg": 0.5, "importance": ranker.importance()})
     (folder / RANKER_SECTION).write_text(json.dumps(section))
     (folder / SPEC_FILE).write_text(json.dumps(spec.to_json()))
     return folder
 
 
-def report(ndcg: float, champion: float | None) -> dict:
+def report() -> dict:
     methods = {
-        m: {"ndcg@10": ndcg, "recall@10": 0.1, "map@10": 0.05} for m in ("popularity", "als", "stage1", "two_stage")
+        m: {"ndcg@10": 0.1, "recall@10": 0.1, "map@10": 0.05} for m in ("popularity", "ease", "stage1", "two_stage")
     }
     recall = {"merged": {"50": 0.1, "100": 0.2, "500": 0.4}}
     return {
         "dataset": "demo", "k_candidates": 100, "methods": methods, "stage1_recall_all_k": recall,
-        "k_sweep": {"rows": [{"k_candidates": 100, "ndcg@10": ndcg}]}, "two_stage_latency_ms": {"p50": 1.0, "p99": 2.0},
-        "champion_ndcg@10": champion,
-        "two_stage_vs_best_peer": {"peer": "als", "ndcg@10_ratio": 1.0, "ci95": [0.9, 1.1]},
+        "k_sweep": {"rows": [{"k_candidates": 100, "ndcg@10": 0.1}]}, "two_stage_latency_ms": {"p50": 1.0, "p99": 2.0},
+        "two_stage_vs_best_peer": {"peer": "ease", "ndcg@10_ratio": 1.0, "ci95": [0.9, 1.1]},
     }  # fmt: skip
+
+
+def comparison(new: float, champion: float | None) -> dict:
+    return {"validation_ndcg@10": new, "champion_validation_ndcg@10": champion}
 
 
 def test_alias_moves_only_on_improvement(tmp_path: Path):
     settings = Settings(state_dir=tmp_path / "state")
     users = pd.DataFrame({C.USER_ID: ["a"], C.SEGMENT: ["s"], C.DEVICE: ["d"], C.AGE_BAND: ["x"]})
-    spec = FeatureSpec.fit(users, ["c1", "c2"])
+    spec = FeatureSpec.fit(users)
     training = tmp_path / "training"
     training.mkdir()
     (training / DONE).write_text(json.dumps({"groups": 20.0}))
-    first = log_and_register.fn(
-        report(0.10, None), str(training), str(tiny_ranker_dir(tmp_path / "r1", spec, 1)), "f" * 64, settings
-    )
+
+    def register(folder: str, new: float, champion: float | None, seed: int) -> dict:
+        ranker_dir = str(tiny_ranker_dir(tmp_path / folder, spec, seed))
+        return log_and_register.fn(report(), comparison(new, champion), str(training), ranker_dir, "f" * 64, settings)
+
+    first = register("r1", 0.10, None, 1)
     assert first["promoted"] and first["version"] == "1"
-    worse = log_and_register.fn(
-        report(0.08, 0.10), str(training), str(tiny_ranker_dir(tmp_path / "r2", spec, 2)), "f" * 64, settings
-    )
+    worse = register("r2", 0.08, 0.10, 2)
     assert not worse["promoted"] and worse["version"] == "2"
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("reranker", "champion").version) == "1"
-    better = log_and_register.fn(
-        report(0.12, 0.10), str(training), str(tiny_ranker_dir(tmp_path / "r3", spec, 3)), "f" * 64, settings
-    )
+    better = register("r3", 0.12, 0.10, 3)
     assert better["promoted"]
     assert str(client.get_model_version_by_alias("reranker", "champion").version) == "3"
     # the champion loads back as a ranker for the next comparison
     configure_mlflow(settings.mlflow_dir, "recsys-demo")
-    champion, version = champion_ranker("reranker", list(spec.names))
-    assert champion is not None and version == "3"
-    incompatible, _ = champion_ranker("reranker", ["other"])
-    assert incompatible is None
+    champion, version = champion_ranker("reranker")
+    assert champion is not None and version == "3" and champion.feature_names == list(spec.names)

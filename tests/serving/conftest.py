@@ -58,7 +58,7 @@ def seen_list(value: Any) -> list[Any]:
 @pytest.fixture(scope="session")
 def known_users(version: Published) -> dict[str, list[str]]:
     """Users the version was trained on that have online features: user id → their seen items (online store)."""
-    ids = np.load(version.version_dir / "stage1" / "als" / "user_ids.npy", allow_pickle=False).astype(str)[:40]
+    ids = np.load(version.version_dir / "stage1" / "ials" / "user_ids.npy", allow_pickle=False).astype(str)[:40]
     frame = online_user_features(open_store(version.settings, version.dataset), ids.tolist())
     frame = frame[frame["user_events_all"].notna()]
     users = {str(row.user_id): [str(i) for i in seen_list(row.user_seen_items)] for row in frame.itertuples()}

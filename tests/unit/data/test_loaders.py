@@ -78,7 +78,7 @@ def test_100k_layout_with_demographics(ml100k_dir: Path):
     assert detect_layout(ml100k_dir) == "100k"
     dataset = load_movielens(ml100k_dir)
     items = dataset.items.set_index(C.ITEM_ID)
-    assert items.loc["1", "genres"] == "Animation|Children's|Comedy"
+    assert items.loc["1", C.TAGS] == "Animation|Children's|Comedy"
     assert items.loc["1", C.CATEGORY] == "Animation"
     assert items.loc["1", C.CREATED_AT] == pd.Timestamp("1995-01-01", tz="UTC")
     assert items.loc["2", C.CREATED_AT] == pd.Timestamp("1995-01-01", tz="UTC")  # from the title's year

@@ -75,13 +75,19 @@ def test_stock_is_known_as_of_each_time(context):
 def test_user_profile(context):
     frame = user_snapshots(context, ["u", "v", "stranger"], [day(10)] * 3).set_index(C.USER_ID)
     u = frame.loc["u"]
-    assert u["user_events_all"] == 3 and u["user_positives_all"] == 2  # purchase and click
-    assert u["user_days_since_last"] == pytest.approx(2.0)
+    # the user's own view of b at exactly the snapshot time counts (the user log holds only their history)
+    assert u["user_events_all"] == 4 and u["user_positives_all"] == 2  # purchase and click
+    assert u["user_days_since_last"] == pytest.approx(0.0) and u["user_span_days"] == pytest.approx(10.0)
+    assert u["user_distinct_items"] == 3
     assert u["user_top_categories"] == ["shoes", "books"]
-    assert u["user_top_category_shares"] == pytest.approx([2 / 3, 1 / 3])
+    assert u["user_top_category_shares"] == pytest.approx([3 / 4, 1 / 4])
+    assert u["user_top_tags"] == ["shoes", "books"]  # no tags column: the category is the item's one tag
     assert u["user_recent_items"] == ["a", "c"]  # positives, oldest first
-    assert u["user_seen_items"] == ["c", "a"]  # most recent first, unique
-    assert u["user_log_price_mean"] == pytest.approx(np.mean(np.log1p([100.0, 100.0, 10.0])))
+    assert u["user_seen_items"] == ["b", "c", "a"]  # most recent first, unique
+    assert u["user_log_price_mean"] == pytest.approx(np.mean(np.log1p([100.0, 100.0, 10.0, 50.0])))
+    # how popular an item was when the user met it: a had no earlier event, then one; c none; b one (v's view)
+    assert u["user_mean_item_popularity"] == pytest.approx(np.mean(np.log1p([0, 1, 0, 1])))
+    assert u["global_events_30d"] == 5  # everybody's events strictly before day 10
     assert u["user_segment"] == "premium" and u["user_device"] == "mobile" and u["user_age_band"] == "unknown"
     assert frame.loc["v", "user_positives_all"] == 0
     assert frame.loc["v", "user_recent_items"] == ["a", "b"]  # no positive yet: all interactions
@@ -93,42 +99,51 @@ def test_user_profile(context):
 def test_snapshot_earlier_in_time_sees_less(context):
     early = user_snapshots(context, ["u"], [day(5)]).iloc[0]
     assert early["user_events_all"] == 2 and early["user_recent_items"] == ["a"]
+    assert early["user_days_since_last"] == pytest.approx(4.99)
 
 
 def test_assembled_matrix_follows_the_contract_order(context):
-    spec = FeatureSpec.fit(context.users, context.items[C.CATEGORY])
+    spec = FeatureSpec.fit(context.users)
     user = UserRow.from_mapping(user_snapshots(context, ["u"], [day(10)]).iloc[0].to_dict(), spec)
-    block = ItemBlock.from_frame(item_snapshots(context, ["a", "c"], [day(10)] * 2), spec)
+    block = ItemBlock.from_frame(item_snapshots(context, ["a", "c"], [day(10)] * 2))
     inputs = RequestInputs(
         as_of=day(10).value / 1e9,
+        candidate_rows=np.array([0, 2]),
         user_text_vector=np.array([1.0, 0.0], np.float32),
         user_collab_vector=None,
         candidate_text_vectors=np.array([[1.0, 0.0], [0.0, 1.0]], np.float32),
         candidate_collab_vectors=np.zeros((2, 3), np.float32),
         seen_counts=np.array([1.0, 0.0], np.float32),
-        provenance_ranks={"collaborative": np.array([0, -1]), "popular": np.array([3, 1])},
-        provenance_scores={"collaborative": np.array([0.9, 0.0]), "popular": np.array([2.0, 5.0])},
+        provenance_ranks={"ials": np.array([0, -1]), "popular_short": np.array([3, 1])},
+        provenance_scores={"ials": np.array([0.9, 0.0]), "popular_short": np.array([2.0, 5.0])},
+        fused_scores=np.array([0.05, 0.02], np.float32),
+        item_tags=context.tags,
+        recent_rows=np.array([2]),  # the last item: c, a book
     )
     matrix = assemble(user, block, inputs)
     assert matrix.shape == (2, len(MODEL_FEATURES)) and matrix.dtype == np.float32
     column = {name: i for i, name in enumerate(MODEL_FEATURES)}
-    assert matrix[0, column["user_events_all"]] == 3
+    assert matrix[0, column["user_events_all"]] == 4
     assert matrix[:, column["semantic_affinity"]].tolist() == [1.0, 0.0]
     assert np.isnan(matrix[:, column["collaborative_score"]]).all()
-    assert matrix[:, column["category_affinity"]] == pytest.approx([2 / 3, 1 / 3])
+    assert matrix[:, column["category_affinity"]] == pytest.approx([3 / 4, 1 / 4])
+    assert matrix[:, column["tag_affinity"]] == pytest.approx([3 / 4, 1 / 4])
+    assert matrix[:, column["tag_affinity_recent"]].tolist() == [0.0, 1.0]
     assert matrix[:, column["item_age_days"]] == pytest.approx([110.0, 20.0], abs=0.01)
-    assert matrix[:, column["s1_collaborative_rank"]][0] == 0 and np.isnan(matrix[1, column["s1_collaborative_rank"]])
+    assert matrix[:, column["s1_ials_rank"]][0] == 0 and np.isnan(matrix[1, column["s1_ials_rank"]])
+    assert matrix[:, column["s1_fused_rank"]].tolist() == [0.0, 1.0]
+    assert matrix[:, column["s1_fused_score"]] == pytest.approx([0.05, 0.02])
     assert matrix[:, column["n_sources"]].tolist() == [2.0, 1.0]
     assert matrix[0, column["user_segment"]] == spec.vocabularies["user_segment"].index("premium")
-    assert matrix[1, column["item_category"]] == spec.vocabularies["item_category"].index("books")
+    assert "item_category" not in column  # the category enters through the user's affinity to it
     assert np.isnan(matrix[:, column["s1_semantic_rank"]]).all()  # a source that returned nothing
     assert len(USER_NUMERIC) < column["item_events_1d"]
 
 
 def test_spec_round_trip_and_unknown_values(context):
-    spec = FeatureSpec.fit(context.users, context.items[C.CATEGORY])
+    spec = FeatureSpec.fit(context.users)
     again = FeatureSpec.from_json(spec.to_json())
     assert again == spec
-    assert np.isnan(spec.codes("item_category", ["toys"])[0])
+    assert np.isnan(spec.codes("user_segment", ["never seen"])[0])
     with pytest.raises(ValueError, match="feature list differs"):
         FeatureSpec.from_json({**spec.to_json(), "names": ["x"]})

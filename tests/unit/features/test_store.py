@@ -15,15 +15,17 @@ import pytest
 from feature_repo.definitions import build_definitions
 from models.data import columns as C
 from models.data.demo_catalog import generate_demo_catalog
-from models.features.assembly import ItemBlock, RequestInputs, UserRow, assemble
+from models.features.assembly import RequestInputs, UserRow, assemble
 from models.features.snapshots import FeatureContext, item_snapshots, user_snapshots
 from models.features.spec import (
     EVENT_TIMESTAMP,
     ITEM_FEATURES,
+    ITEM_VIEW,
     USER_FEATURES,
     USER_HISTORY,
     USER_MODEL_FEATURES,
     USER_NUMERIC,
+    USER_VIEW,
     FeatureSpec,
 )
 from models.features.store import (
@@ -35,9 +37,9 @@ from models.features.store import (
     online_item_features,
     online_user_features,
     open_store,
-    training_frame,
+    point_in_time_join,
 )
-from models.recommender.item_features import StaticItemFeatures
+from models.recommender.item_features import PointInTimeItemFeatures, StaticItemFeatures
 from models.settings import Settings
 
 T1 = pd.Timestamp("2026-03-01", tz="UTC")
@@ -104,43 +106,45 @@ def test_point_in_time_join_keeps_the_value_as_of_the_row(store_and_settings, de
         append_snapshots(settings, "t", "item_features", frame)
     active = users_t2.loc[users_t2["user_events_all"] > users_t1["user_events_all"].to_numpy(), C.USER_ID].iloc[0]
     item = items_t2.loc[items_t2["item_events_all"] > items_t1["item_events_all"].to_numpy(), C.ITEM_ID].iloc[0]
-    rows = pd.DataFrame(
-        {C.USER_ID: [active, active, active], C.ITEM_ID: [item, item, item],
-         EVENT_TIMESTAMP: [T1 + pd.Timedelta(days=10), T2 - pd.Timedelta(seconds=1), T2 + pd.Timedelta(days=1)]}
-    )  # fmt: skip
-    frame = training_frame(store, rows)
+    times = [T1 + pd.Timedelta(days=10), T2 - pd.Timedelta(seconds=1), T2 + pd.Timedelta(days=1)]
+    user_rows = point_in_time_join(store, pd.DataFrame({C.USER_ID: [active] * 3, EVENT_TIMESTAMP: times}), USER_VIEW)
     before = users_t1.set_index(C.USER_ID).loc[active, "user_events_all"]
     after = users_t2.set_index(C.USER_ID).loc[active, "user_events_all"]
     # the feature changed at T2 (after the first two rows' time): those rows keep the old value
-    assert frame["user_events_all"].tolist() == [before, before, after]
-    item_before = items_t1.set_index(C.ITEM_ID).loc[item, "item_events_all"]
-    assert frame["item_events_all"].iloc[1] == item_before
-    assert frame["item_events_all"].iloc[2] == items_t2.set_index(C.ITEM_ID).loc[item, "item_events_all"]
+    assert user_rows["user_events_all"].tolist() == [before, before, after]
+    item_rows = point_in_time_join(store, pd.DataFrame({C.ITEM_ID: [item] * 3, EVENT_TIMESTAMP: times}), ITEM_VIEW)
+    assert item_rows["item_events_all"].iloc[1] == items_t1.set_index(C.ITEM_ID).loc[item, "item_events_all"]
+    assert item_rows["item_events_all"].iloc[2] == items_t2.set_index(C.ITEM_ID).loc[item, "item_events_all"]
 
 
-def test_training_frame_equals_serving_path(store_and_settings, demo):
-    """Same (user, item, time): Feast's training frame and the serving path (online store + in-memory item table)
-    give identical stored features and an identical assembled ranker input."""
+def test_training_features_equal_serving_features(store_and_settings, demo):
+    """Same (user, item, time): the training path (Feast's point-in-time join for the user, the point-in-time item
+    function) and the serving path (the online store, the published in-memory item table) give identical stored
+    features and an identical assembled ranker input."""
     store, settings = store_and_settings
     users, items = snapshots_at(demo, T2)
     append_user_snapshots(settings, "t", users)
     append_snapshots(settings, "t", "item_features", items)
     materialize(store, T2.to_pydatetime(), (T2 + pd.Timedelta(seconds=1)).to_pydatetime())
     user = users.loc[users["user_events_all"] > 0, C.USER_ID].iloc[0]
-    candidates = items[C.ITEM_ID].iloc[:20].to_numpy()
-    frame = training_frame(store, pd.DataFrame({C.USER_ID: user, C.ITEM_ID: candidates, EVENT_TIMESTAMP: T2}))
+    frame = point_in_time_join(store, pd.DataFrame({C.USER_ID: [user], EVENT_TIMESTAMP: [T2]}), USER_VIEW)
     online_user = online_user_features(store, [user]).iloc[0].to_dict()
-    spec = FeatureSpec.fit(demo.users, demo.items[C.CATEGORY])
-    table = StaticItemFeatures(items.drop(columns=[EVENT_TIMESTAMP]), items[C.ITEM_ID].to_numpy(), spec)
+    spec = FeatureSpec.fit(demo.users)
+    context = FeatureContext(demo.items, demo.users, demo.interactions)
     rows = np.arange(20)
+    as_of = T2.value / 1e9
+    table = StaticItemFeatures(items.drop(columns=[EVENT_TIMESTAMP]), items[C.ITEM_ID].to_numpy(), spec)
     inputs = RequestInputs(
-        as_of=T2.value / 1e9, user_text_vector=None, user_collab_vector=None,
+        as_of=as_of, candidate_rows=rows, user_text_vector=None, user_collab_vector=None,
         candidate_text_vectors=np.zeros((20, 4), np.float32), candidate_collab_vectors=np.zeros((20, 4), np.float32),
         seen_counts=np.zeros(20, np.float32), provenance_ranks={}, provenance_scores={},
+        fused_scores=np.linspace(1, 0, 20).astype(np.float32), item_tags=context.tags, recent_rows=np.array([3, 7]),
     )  # fmt: skip
-    training = assemble(UserRow.from_mapping(frame.iloc[0].to_dict(), spec), ItemBlock.from_frame(frame, spec), inputs)
-    serving = assemble(UserRow.from_mapping(online_user, spec), table.block(rows, T2.value / 1e9), inputs)
+    training = assemble(UserRow.from_mapping(frame.iloc[0].to_dict(), spec),
+                        PointInTimeItemFeatures(context, spec).block(rows, as_of), inputs)  # fmt: skip
+    serving = assemble(UserRow.from_mapping(online_user, spec), table.block(rows, as_of), inputs)
     np.testing.assert_array_equal(training, serving)
+    assert np.isfinite(training[:, list(spec.names).index("tag_affinity")]).all()
 
 
 def test_feast_cli_applies_and_materialises(tmp_path: Path, demo):

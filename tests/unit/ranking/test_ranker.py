@@ -13,7 +13,8 @@ from models.data.splits import label_split
 from models.files import ArtifactError
 from models.ranking.ranker import Ranker, RankerParams, RankingData, train_ranker
 from models.settings import Settings
-from models.training.training_set import LeakageError, check_no_leakage, interaction_grades, label_table
+from models.training.steps import choose_k
+from models.training.training_set import LeakageError, check_no_leakage, label_grades
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 
@@ -22,27 +23,20 @@ def at(days: float) -> pd.Timestamp:
     return T0 + pd.Timedelta(days=days)
 
 
-def test_grades_follow_the_funnel_and_ratings():
-    frame = pd.DataFrame(
-        {
-            C.EVENT_TYPE: [C.VIEW, C.CLICK, C.ADD_TO_CART, C.PURCHASE, C.RATED, C.RATED, C.RATED],
-            C.RATING: [np.nan, np.nan, np.nan, np.nan, 5.0, 4.0, 3.5],
-        }
-    )
-    assert interaction_grades(frame).tolist() == [1, 2, 3, 4, 2, 1, 0]
-
-
-def test_label_table_keeps_the_best_grade_per_pair():
+def test_labels_are_the_evaluations_positives_graded_by_worth():
     window = pd.DataFrame(
         {
-            C.USER_ID: ["u", "u", "u", "v"],
-            C.ITEM_ID: ["a", "a", "b", "a"],
-            C.EVENT_TYPE: [C.VIEW, C.PURCHASE, C.CLICK, C.VIEW],
-            C.RATING: np.nan,
+            C.USER_ID: ["u", "u", "u", "u", "v", "w", "w"],
+            C.ITEM_ID: ["a", "a", "b", "c", "a", "m", "n"],
+            C.EVENT_TYPE: [C.VIEW, C.PURCHASE, C.CLICK, C.VIEW, C.ADD_TO_CART, C.RATED, C.RATED],
+            C.RATING: [np.nan, np.nan, np.nan, np.nan, np.nan, 4.5, 3.5],
         }
     )
-    labels = label_table(window)
-    assert labels[("u", "a")] == 4 and labels[("u", "b")] == 2 and labels[("v", "a")] == 1
+    history = pd.DataFrame({C.USER_ID: ["v"], C.ITEM_ID: ["a"]})
+    labels = label_grades(window, history)
+    assert labels["u"] == {"a": 3, "b": 1}  # a purchase outranks a click; a view is not a positive
+    assert "v" not in labels  # v's cart is of an item seen before the window: the protocol drops it
+    assert labels["w"] == {"m": 1}  # a rating of 4 or more is a positive, 3.5 is not
 
 
 def timeline() -> pd.DataFrame:
@@ -60,22 +54,19 @@ def timeline() -> pd.DataFrame:
 
 def test_leakage_check_passes_features_at_the_cut():
     inner = label_split(timeline(), 0.2)
-    rows = pd.DataFrame({C.USER_ID: ["u"], C.ITEM_ID: ["x"], "event_timestamp": [at(8)]})
-    check_no_leakage(rows, inner, pd.Series({"u": at(10)}))
+    check_no_leakage(pd.Series({"u": at(8)}), inner, pd.Series({"u": at(10)}))
 
 
 def test_leakage_check_rejects_features_after_labels():
     inner = label_split(timeline(), 0.2)
-    rows = pd.DataFrame({C.USER_ID: ["u"], C.ITEM_ID: ["x"], "event_timestamp": [at(8.5)]})
     with pytest.raises(LeakageError, match="features after labels"):
-        check_no_leakage(rows, inner, pd.Series({"u": at(10)}))
+        check_no_leakage(pd.Series({"u": at(8.5)}), inner, pd.Series({"u": at(10)}))
 
 
 def test_leakage_check_rejects_labels_from_the_test_period():
     inner = label_split(timeline(), 0.2)
-    rows = pd.DataFrame({C.USER_ID: ["u"], C.ITEM_ID: ["x"], "event_timestamp": [at(8)]})
     with pytest.raises(LeakageError, match="labels after the test start"):
-        check_no_leakage(rows, inner, pd.Series({"u": at(8.5)}))
+        check_no_leakage(pd.Series({"u": at(8)}), inner, pd.Series({"u": at(8.5)}))
 
 
 def test_groups_must_cover_every_row():
@@ -85,6 +76,22 @@ def test_groups_must_cover_every_row():
     picked = data.select_groups(np.array([True, False, True]))
     assert picked.groups.tolist() == [1, 3] and picked.labels.tolist() == [0, 3, 4, 5]
     assert picked.group_users.tolist() == ["a", "c"]
+
+
+def test_truncation_keeps_each_groups_first_candidates_and_the_true_ideal():
+    data = RankingData(np.arange(10).reshape(5, 2).astype(np.float32), np.array([0, 1, 1, 0, 1]), np.array([3, 2]),
+                       np.array(["a", "b"]), relevant=np.array([3, 1]))  # fmt: skip
+    top = data.truncate(2)
+    assert top.groups.tolist() == [2, 2] and top.labels.tolist() == [0, 1, 0, 1]
+    # a: its one retrieved positive ranked first, but it has 3 relevant items in all: 1 / (1 + 1/log2 3 + 1/2)
+    ndcg = top.true_ndcg(np.array([0.1, 0.9, 0.8, 0.2]))
+    assert ndcg[0] == pytest.approx(1.0 / (1.0 + 1.0 / np.log2(3) + 0.5))
+    assert ndcg[1] == pytest.approx(1.0 / np.log2(3))  # b's positive ranked second of two
+
+
+def test_the_smallest_k_within_tolerance_is_chosen():
+    assert choose_k({50: 0.150, 100: 0.149, 200: 0.151, 500: 0.1505}, 0.01) == 50
+    assert choose_k({50: 0.140, 100: 0.150, 200: 0.151}, 0.01) == 100
 
 
 def planted(n_groups: int, seed: int) -> RankingData:

@@ -31,7 +31,7 @@ def two_taste_interactions(seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
 @pytest.fixture(scope="module")
 def model() -> CollaborativeModel:
     frame, items = two_taste_interactions()
-    params = AlsParams(factors=8, iterations=10, regularization=0.1, alpha=2.0, negative_weight=None, seed=42)
+    params = AlsParams(factors=8, iterations=10, regularization=0.1, alpha=2.0, seed=42)
     return fit_als(frame, items, params, threads=1)
 
 

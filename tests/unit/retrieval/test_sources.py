@@ -10,8 +10,9 @@ from models.data import columns as C
 from models.data.clock import DAY_SECONDS
 from models.retrieval.als import CollaborativeModel, mips_item_vectors
 from models.retrieval.fusion import fuse, merge, scale_quotas
-from models.retrieval.graph import ItemItemSource, rp3beta_table
 from models.retrieval.indexes import VectorIndex
+from models.retrieval.item_item import ItemItemSource, fit_item_item
+from models.retrieval.matrices import interaction_matrix
 from models.retrieval.popularity import DecayedPopularity
 from models.retrieval.sources import (
     CollaborativeSource,
@@ -51,10 +52,10 @@ def test_decayed_popularity_counts_only_earlier_days_and_decays():
 
 def test_popular_source_ranks_and_excludes():
     log = events([("a", 0), ("b", 1), ("b", 1), ("c", 1), ("c", 1), ("c", 1)])
-    source = PopularSource(DecayedPopularity(log, ["a", "b", "c", "d"], half_life_days=30.0))
+    source = PopularSource("popular_long", DecayedPopularity(log, ["a", "b", "c", "d"], half_life_days=30.0))
     result = source.retrieve(UserQuery("u", as_of=DAY0 + 3 * DAY_SECONDS, exclude_rows=np.array([1])), k=5)
     assert NAMES[result.rows].tolist() == ["c", "a"]  # d never seen, b excluded
-    assert result.source == "popular"
+    assert result.source == "popular_long"
 
 
 def test_fresh_source_keeps_the_window():
@@ -151,16 +152,19 @@ def test_fuse_reserves_slots_for_weak_sources():
     assert "u" in merged.item_ids and "v" not in merged.item_ids and len(merged) == 4
 
 
-def test_item_item_source_follows_recent_items():
+def test_item_item_source_walks_from_the_most_recent_items():
     import scipy.sparse as sp
 
     item_ids = np.array(["a", "b", "c", "d"])
     table = sp.csr_matrix(np.array([[0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]]))
-    source = ItemItemSource(table, item_ids, recent=10, decay=1.0)
-    # c is most recent, so its neighbour d outranks a's neighbour b
-    found = source.retrieve(UserQuery("u", as_of=DAY0, history_items=["a", "c"], exclude_rows=np.array([0, 2])), k=5)
-    assert item_ids[found.rows].tolist() == ["d", "b"]
-    assert len(source.retrieve(UserQuery("u", as_of=DAY0, history_items=["zz"]), k=5)) == 0
+    recent = ItemItemSource("ease_recent", table, history=1, decay=1.0)
+    # c is the most recent item (seen rows are most recent first): only its neighbour d is reached
+    query = UserQuery("u", as_of=DAY0, seen_rows=np.array([2, 0]), exclude_rows=np.array([0, 2]))
+    assert item_ids[recent.retrieve(query, k=5).rows].tolist() == ["d"]
+    decayed = ItemItemSource("sequence", table, history=2, decay=0.5)
+    found = decayed.retrieve(query, k=5)
+    assert item_ids[found.rows].tolist() == ["d", "b"] and found.scores.tolist() == [1.0, 0.5]
+    assert len(recent.retrieve(UserQuery("u", as_of=DAY0), k=5)) == 0
 
 
 def test_rp3beta_links_items_shared_by_users():
@@ -171,7 +175,8 @@ def test_rp3beta_links_items_shared_by_users():
             C.TIMESTAMP: pd.Timestamp("2025-01-01", tz="UTC"),
         }
     )
-    table = rp3beta_table(log, ["a", "b", "c"], top_m=2).toarray()
+    matrix = interaction_matrix(log, ["u1", "u2", "u3"], ["a", "b", "c"])
+    table = fit_item_item("rp3beta", matrix, {"alpha": 1.0, "beta": 0.5}, max_items=10).table(2).toarray()
     assert table[0, 1] > 0 and table[1, 0] > 0  # a and b co-occur
     assert table[0, 2] == 0 and table[2, 0] == 0  # c shares no user with them
     assert np.all(np.diag(table) == 0)

@@ -1,0 +1,59 @@
+"""Item-to-item tables from what users do one after another: sequences (what came next) and co-occurrence (what
+shares a user). Queried with a user's last items, they carry the session — the basket being filled, the film
+series being watched — that whole-history models blur."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from models.data import columns as C
+
+
+def strongest_per_row(table: sp.spmatrix, neighbours: int) -> sp.csr_matrix:
+    """Keep each row's ``neighbours`` largest entries."""
+    coo = sp.coo_matrix(table)
+    order = np.lexsort((-coo.data, coo.row))
+    rows = coo.row[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    keep = order[rank < neighbours]
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=coo.shape, dtype=np.float32)
+
+
+def transition_table(
+    interactions: pd.DataFrame, item_ids: Sequence[str] | np.ndarray, window: int, neighbours: int
+) -> sp.csr_matrix:
+    """T[a, b] = Σ over users of 1/d for each time b followed a at distance d ≤ ``window`` in the user's history."""
+    row_of = pd.Index(item_ids)
+    ordered = interactions.sort_values([C.USER_ID, C.TIMESTAMP], kind="stable")
+    users = ordered[C.USER_ID].to_numpy()
+    items = row_of.get_indexer(ordered[C.ITEM_ID])
+    sources, targets, weights = [], [], []
+    for distance in range(1, window + 1):
+        same = (users[distance:] == users[:-distance]) & (items[distance:] >= 0) & (items[:-distance] >= 0)
+        sources.append(items[:-distance][same])
+        targets.append(items[distance:][same])
+        weights.append(np.full(int(same.sum()), 1.0 / distance, dtype=np.float32))
+    n = len(row_of)
+    table = sp.csr_matrix((np.concatenate(weights), (np.concatenate(sources), np.concatenate(targets))), shape=(n, n))
+    table.sum_duplicates()
+    table.setdiag(0)
+    table.eliminate_zeros()
+    return strongest_per_row(table, neighbours)
+
+
+def cooccurrence_table(matrix: sp.csr_matrix, neighbours: int, block: int = 4096) -> sp.csr_matrix:
+    """C[a, b] = how many users interacted with both a and b (``matrix``: binary users × catalogue), computed in
+    blocks of items so memory stays bounded by the pruned table."""
+    by_item = matrix.T.tocsr().astype(np.float32)
+    parts = []
+    for start in range(0, by_item.shape[0], block):
+        part = (by_item[start : start + block] @ matrix).tocoo()
+        off_diagonal = part.col != part.row + start
+        part = sp.coo_matrix((part.data[off_diagonal], (part.row[off_diagonal], part.col[off_diagonal])), part.shape)
+        parts.append(strongest_per_row(part, neighbours))
+    n = matrix.shape[1]
+    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)

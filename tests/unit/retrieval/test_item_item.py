@@ -1,0 +1,79 @@
+"""Item-item models against their closed forms on tiny matrices, pruning, and the session tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from models.data import columns as C
+from models.retrieval.item_item import fit_item_item, keep_strongest
+from models.retrieval.sequences import cooccurrence_table, strongest_per_row, transition_table
+
+
+def binary(rows: list[list[int]]) -> sp.csr_matrix:
+    return sp.csr_matrix(np.array(rows, dtype=np.float32))
+
+
+MATRIX = binary([[1, 1, 0, 0], [1, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 1]])
+
+
+def test_ease_is_its_closed_form():
+    model = fit_item_item("ease", MATRIX, {"l2": 2.0}, max_items=10)
+    gram = (MATRIX.T @ MATRIX).toarray().astype(np.float64) + 2.0 * np.eye(4)
+    inverse = np.linalg.inv(gram)
+    expected = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights, expected, atol=1e-5)
+    scores = model.scores(MATRIX[:1])
+    np.testing.assert_allclose(scores[0], MATRIX[:1].toarray()[0] @ expected, atol=1e-5)
+
+
+def test_item_knn_is_shrunk_cosine_with_k_neighbours():
+    model = fit_item_item("item_knn", MATRIX, {"shrink": 1.0, "neighbours": 0}, max_items=10)
+    dense = MATRIX.toarray()
+    norms = np.linalg.norm(dense, axis=0)
+    expected = (dense.T @ dense) / (norms[:, None] * norms[None, :] + 1.0)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights, expected, atol=1e-6)
+    pruned = fit_item_item("item_knn", MATRIX, {"shrink": 1.0, "neighbours": 1}, max_items=10)
+    assert ((pruned.weights > 0).sum(axis=1) <= 1).all()
+
+
+def test_only_the_most_frequent_items_are_fitted_when_capped():
+    model = fit_item_item("rp3beta", MATRIX, {"alpha": 1.0, "beta": 0.0}, max_items=2)
+    assert model.active.tolist() == [0, 1]  # items 0 and 1 have three users each
+    scores = model.scores(MATRIX)
+    assert (scores[:, 2:] == 0).all()
+
+
+def test_table_keeps_each_items_strongest_neighbours():
+    weights = np.array([[0, 3, 1, 2], [5, 0, 0, 1], [0, 0, 0, 0], [1, 2, 3, 0]], dtype=np.float32)
+    keep_strongest(weights, 2)
+    assert weights.tolist() == [[0, 3, 0, 2], [5, 0, 0, 1], [0, 0, 0, 0], [0, 2, 3, 0]]
+    assert strongest_per_row(sp.csr_matrix(weights), 1).toarray().tolist() == [
+        [0, 3, 0, 0], [5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 3, 0],
+    ]  # fmt: skip
+
+
+def test_transitions_count_what_came_next_within_the_window():
+    t = pd.Timestamp("2025-01-01", tz="UTC")
+    log = pd.DataFrame(
+        {
+            C.USER_ID: ["u", "u", "u", "v", "v"],
+            C.ITEM_ID: ["a", "b", "c", "b", "c"],
+            C.TIMESTAMP: [t, t + pd.Timedelta(hours=1), t + pd.Timedelta(hours=2), t, t + pd.Timedelta(hours=5)],
+        }
+    )
+    table = transition_table(log, ["a", "b", "c"], window=2, neighbours=10).toarray()
+    assert table[0, 1] == 1.0 and table[0, 2] == 0.5  # a → b (next), a → c (two steps on)
+    assert table[1, 2] == 2.0  # b → c for both users
+    assert table[2].sum() == 0 and table[1, 0] == 0  # nothing follows c; order matters
+
+
+def test_cooccurrence_counts_shared_users_without_the_diagonal():
+    table = cooccurrence_table(MATRIX, neighbours=10, block=2).toarray()
+    dense = MATRIX.toarray()
+    expected = dense.T @ dense
+    np.fill_diagonal(expected, 0)
+    np.testing.assert_array_equal(table, expected)
