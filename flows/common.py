@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,21 @@ def code_fingerprint() -> str:
     for path in sorted([*root.glob("models/**/*.py"), *root.glob("feature_repo/**/*.py")]):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def code_version() -> dict[str, Any]:
+    """What a report was measured with: the code fingerprint, and the git commit when run from a checkout
+    (``dirty`` when the library or feature definitions differ from that commit)."""
+    root = Path(__file__).resolve().parents[1]
+    version: dict[str, Any] = {"code_fingerprint": code_fingerprint(), "commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()  # fmt: skip
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "models", "feature_repo"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return {**version, "commit": commit, "dirty": bool(changes)}
 
 
 def work_dir(settings: Settings, step: str, key: str) -> Path:

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from flows.common import CACHED, settings_key, slug, work_dir, work_key
+from flows.common import CACHED, code_version, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
 from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure, recall_curve_figure
 from models.data.tables import load_saved_dataset
@@ -160,7 +160,7 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
     """``evaluation.json`` in this run's report folder under the state folder."""
     folder = settings.reports_dir / slug(report["dataset"]) / run_name
     public = {k: report[k] for k in ("dataset", "k_candidates", "served", "methods", "stage1_recall")}
-    extra = {k: v for k, v in report.items() if k not in public}
+    extra = {**{k: v for k, v in report.items() if k not in public}, "measured_with": code_version()}
     path = folder / "evaluation.json"
     write_json({**public, "details": extra}, path)
     return path

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+
+from flows.common import code_fingerprint
 from mlflow import MlflowClient
 
 from flows.tracking import tracking_uri
@@ -46,6 +48,18 @@ def test_report_has_the_documented_shape(published):
     assert min(r["k_candidates"] for r in sweep["rows"] if r["ndcg@10"] >= 0.99 * best) == report["k_candidates"]
     assert set(details["tuning"]["params"]) == {"ease", "rp3beta", "ials", "item_knn"}
     assert details["stage1_config"]["peer_params"]["ease"] == details["tuning"]["params"]["ease"]
+    assert details["measured_with"]["code_fingerprint"] == code_fingerprint()
+
+
+def test_quality_floor_on_the_planted_demo_signal(published):
+    """The demo catalog plants style/brand taste, price sensitivity and trends: the two stages, as served, must beat
+    popularity and the stage-1 order by a clear margin, and the best tuned peer with the interval above 1."""
+    _, summary = published
+    report = json.loads(Path(summary["report_path"]).read_text())
+    ndcg = {method: values["ndcg@10"] for method, values in report["methods"].items()}
+    assert ndcg["two_stage"] >= 3.0 * ndcg["popularity"]
+    assert ndcg["two_stage"] >= 1.2 * ndcg["stage1"]
+    assert report["details"]["two_stage_vs_best_peer"]["ci95"][0] > 1.0
 
 
 def test_published_version_is_complete_and_serves(published):
