@@ -8,10 +8,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from flows.common import code_fingerprint
 from mlflow import MlflowClient
 
+from flows.common import code_fingerprint
 from flows.tracking import tracking_uri
 from models.ranking.rules import RulesConfig
 from models.recommender.bundle import load_recommender
