@@ -10,7 +10,7 @@ DATA_DIR ?=
 PORT ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo pipeline data serve bento ui bench test test-fast lint lock clean-state
+.PHONY: help setup demo pipeline data quality serve bento ui bench test test-fast lint lock clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ pipeline: setup ## run the whole pipeline flow: DATASET=demo|movielens|files [DA
 
 data: setup ## only load, validate and save a dataset: DATASET=demo|movielens|files [DATA_DIR=PATH]
 	$(PY) -m flows.cli data --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+quality: setup ## write the README's quality tables from evaluation.json: REPORTS="a/evaluation.json ..." (default: newest per dataset)
+	$(PY) -m flows.cli quality $(REPORTS)
 
 serve: setup ## serve the published version with `bentoml serve` on http://127.0.0.1:$(PORT)
 	PORT=$(PORT) bash scripts/serve.sh

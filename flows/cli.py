@@ -43,6 +43,19 @@ def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_quality(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the README's quality tables from evaluation reports (the newest per dataset when none is named)."""
+    from flows.quality import newest_reports, write_quality
+
+    try:
+        block = write_quality(args.reports or newest_reports(settings.reports_dir), args.readme)
+    except (FileNotFoundError, ValueError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(block)
+    return 0
+
+
 def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     methods = summary["methods"]
     print(f"\n=== pipeline on '{summary['dataset']}' finished in {seconds:.0f} s ===")
@@ -84,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
     pipeline.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
     pipeline.set_defaults(handler=command_pipeline)
+    quality = commands.add_parser("quality", help="write the README's quality tables from evaluation.json reports")
+    quality.add_argument("reports", type=Path, nargs="*", help="evaluation.json files (default: newest per dataset)")
+    quality.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
+    quality.set_defaults(handler=command_quality)
     return parser
 
 
