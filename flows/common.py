@@ -33,7 +33,7 @@ def work_key(*parts: Any) -> str:
 
 RUNTIME_ONLY = frozenset({
     "state_dir", "dask_address", "threads", "reload_interval_seconds", "online_store", "redis_url", "build_bento",
-    "registered_model", "embedding_shard_size",
+    "registered_model", "embedding_shard_size", "live_poll_seconds",
 })  # fmt: skip
 """Settings that change where or how fast a step runs, never what it computes."""
 

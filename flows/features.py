@@ -62,19 +62,24 @@ def apply_feature_repo(dataset: str, settings: Settings) -> None:
     apply_definitions(dataset, settings)
 
 
-@task(**IO_RETRIES)
-def materialize_online(snapshot_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
+def snapshot_freshness(snapshot_dir: str, settings: Settings) -> dict[str, Any]:
+    at = pd.Timestamp(json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())["snapshot_time"])
+    return {
+        "snapshot_time": at.isoformat(),
+        "snapshot_age_hours": round((pd.Timestamp.now(tz="UTC") - at).total_seconds() / 3600, 1),
+        "online_store": settings.online_store,
+    }
+
+
+def materialize_snapshot(snapshot_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
+    """Load the serving snapshot into the online store. The pipeline calls it once the new version passed its
+    publish gate, just before switching to it: a refused version never changes the features being served."""
     at = pd.Timestamp(json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())["snapshot_time"])
     store = open_store(settings, dataset)
     earliest = min(pd.read_parquet(Path(snapshot_dir) / name, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].min()
                    for name in ("user_features.parquet", "item_features.parquet"))  # fmt: skip
     materialize(store, earliest.to_pydatetime(), (at + pd.Timedelta(seconds=1)).to_pydatetime())
-    return {
-        "snapshot_time": at.isoformat(),
-        "materialized_at": datetime.now(UTC).isoformat(),
-        "snapshot_age_hours": round((pd.Timestamp.now(tz="UTC") - at).total_seconds() / 3600, 1),
-        "online_store": settings.online_store,
-    }
+    return {**snapshot_freshness(snapshot_dir, settings), "materialized_at": datetime.now(UTC).isoformat()}
 
 
 @task
@@ -99,14 +104,15 @@ def log_feature_stats(snapshot_dir: str, counts: dict[str, int], freshness: dict
 
 @flow(name="features", log_prints=True)
 def features_flow(dataset_dir: str, fingerprint: str, settings: Settings) -> dict[str, Any]:
-    """Compute the serving snapshot of every user and item, register it with Feast and load the online store."""
+    """Compute the serving snapshot of every user and item and register it with Feast (the online store is loaded
+    at publishing, after the new version passed its gate)."""
     dataset = Path(dataset_dir).name
     parts = [compute_serving_snapshots.submit(dataset_dir, fingerprint, code_fingerprint(), entity, settings)
              for entity in ("user", "item")]  # fmt: skip
     snapshot_dir = [part.result() for part in parts][0]
     apply_feature_repo(dataset, settings)
     counts = write_offline_store(snapshot_dir, dataset, settings)
-    freshness = materialize_online(snapshot_dir, dataset, settings)
+    freshness = snapshot_freshness(snapshot_dir, settings)
     run_id = log_feature_stats(snapshot_dir, counts, freshness, dataset, fingerprint, settings)
     rows = [{"view": view, "offline_rows": counts[key], "snapshot_time": freshness["snapshot_time"],
              "snapshot_age_hours": freshness["snapshot_age_hours"]}

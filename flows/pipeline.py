@@ -6,7 +6,6 @@ served version only after the new one loads and serves, so a failed run leaves t
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import IO_RETRIES, link_tree
-from flows.features import SNAPSHOT_FILE, features_flow
+from flows.features import SNAPSHOT_FILE, features_flow, materialize_snapshot
 from flows.memory import StageLog
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
@@ -23,6 +22,8 @@ from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset
 from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
+from models.live.ingest import ingest_log, read_live_marker, read_log, write_live_marker
+from models.live.log import log_path
 from models.ranking.rules import RulesConfig
 from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, smoke_test
 from models.recommender.versions import VersionStore
@@ -34,7 +35,11 @@ from models.training.steps import RANKER_SECTION, SPEC_FILE, STAGE1_FILE
 def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
     """Load (or generate) and validate the dataset; nothing is written when validation fails."""
     dataset = load_dataset(kind, settings, Path(data_dir) if data_dir else None)
-    return str(save_dataset(dataset, settings.dataset_dir(dataset.name)))
+    records = read_log(log_path(settings.state_dir, dataset.name))
+    dataset = ingest_log(dataset, records)  # what the service accepted since: validated with the rest
+    folder = save_dataset(dataset, settings.dataset_dir(dataset.name))
+    write_live_marker(folder, records)
+    return str(folder)
 
 
 @task
@@ -66,9 +71,14 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("ranker", {k: v for k, v in section.items() if k != "importance"})
         builder.add_section("k_candidates", int(report["k_candidates"]))
         builder.add_section("evaluation", {"methods": report["methods"], "stage1_recall": report["stage1_recall"]})
+        builder.add_section("live", read_live_marker(Path(dataset_dir)))
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
-        check = functools.partial(smoke_test, rules=RulesConfig.from_settings(settings))
-        return str(store.publish(builder, extra, check=check))
+
+        def gate_then_materialize(path: Path) -> None:
+            smoke_test(path, RulesConfig.from_settings(settings))
+            materialize_snapshot(snapshot_dir, dataset, settings)
+
+        return str(store.publish(builder, extra, check=gate_then_materialize))
     except BaseException:
         store.discard(builder)
         raise

@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     reload_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often the service checks for a new version."
     )
+    live_poll_seconds: float = Field(
+        default=0.2, gt=0, description="How often each worker applies what others appended to the live log."
+    )
 
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
     redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")

@@ -15,9 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.data import columns as C
 from models.features.spec import FEATURE_SERVICE, HISTORY_SERVICE
 from models.features.store import online_user_row, open_store, user_feature_refs
 from models.files import ArtifactError
+from models.live.log import EVENT, ITEM, EventLog, log_path
+from models.live.overlay import LiveOverlay
 from models.ranking.rules import Filters, RulesConfig
 from models.recommender.bundle import load_recommender
 from models.recommender.recommender import Recommender
@@ -35,16 +38,26 @@ class Loaded:
     """One published version, fully loaded and checked."""
 
     path: Path
-    recommender: Recommender
+    live: LiveOverlay
+    """The version's recommender with the live log's records applied on top."""
     manifest: dict[str, Any]
     store: Any
     snapshot_seconds: float
     published_seconds: float
     user_refs: list[str]
+    log: EventLog
 
     @property
     def version(self) -> str:
         return str(self.manifest["version"])
+
+    @property
+    def recommender(self) -> Recommender:
+        return self.live.recommender
+
+    @property
+    def dataset(self) -> str:
+        return str(self.manifest["features"]["store"]["dataset"])
 
     def as_of(self) -> float:
         """The serving clock: the data's 'now' advanced by the wall-clock time since publishing. A live system
@@ -60,7 +73,31 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim
         store.get_feature_service(service)
     snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
     published = pd.Timestamp(manifest["created_at"]).value / 1e9
-    return Loaded(path, recommender, manifest, store, snapshot, published, user_feature_refs(store))
+    event_log = shared_log(log_path(settings.state_dir, dataset))
+    live = LiveOverlay(recommender, applied_seq=int(manifest.get("live", {}).get("ingested_seq", 0)))
+    catch_up(live, event_log)  # a restarted service replays what arrived after its version's data
+    return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log)
+
+
+_LOGS: dict[Path, EventLog] = {}
+_LOGS_LOCK = threading.Lock()
+
+
+def shared_log(path: Path) -> EventLog:
+    """One connection per log file and process, kept across version swaps (requests in flight may still write)."""
+    with _LOGS_LOCK:
+        if path not in _LOGS:
+            _LOGS[path] = EventLog(path)
+        return _LOGS[path]
+
+
+def catch_up(live: LiveOverlay, event_log: EventLog) -> int:
+    """Apply every logged record the overlay has not seen yet; returns how many."""
+    applied = 0
+    while records := event_log.read_after(live.applied_seq):
+        live.apply(records)
+        applied += len(records)
+    return applied
 
 
 @dataclass
@@ -137,6 +174,57 @@ class Runtime:
         thread.start()
         return thread
 
+    def tail(self, interval_seconds: float) -> threading.Thread:
+        """Apply what other workers and replicas append to the live log, every ``interval_seconds``."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_seconds):
+                loaded = self.loaded
+                if loaded is None:
+                    continue
+                try:
+                    catch_up(loaded.live, loaded.log)
+                except Exception as error:  # a locked or unreadable log must not stop the tailer
+                    log.warning("live log not applied: %s", error)
+
+        thread = threading.Thread(target=loop, name="live-log-tailer", daemon=True)
+        thread.start()
+        return thread
+
+    # ---- live updates ----------------------------------------------------------------------------------------
+    def accept_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Validate interactions against the served catalogue, append them to the durable log, apply them here.
+        Raises ValueError naming what is wrong (nothing is logged then)."""
+        loaded = self._current()
+        now = loaded.as_of()
+        bodies = []
+        for position, event in enumerate(events):
+            item = str(event[C.ITEM_ID])
+            if not loaded.live.knows_item(item):
+                raise ValueError(f"events[{position}]: item_id '{item}' is not in the catalogue of version "
+                                 f"{loaded.version}")  # fmt: skip
+            given = event.get(C.TIMESTAMP)
+            timestamp = float(given) if given is not None else now
+            if timestamp > now + 1.0:
+                raise ValueError(f"events[{position}]: timestamp {timestamp:.0f} is after the serving clock "
+                                 f"({now:.0f}): events cannot be in the future")  # fmt: skip
+            bodies.append({**event, C.TIMESTAMP: timestamp})
+        seqs = loaded.log.append(EVENT, bodies)
+        catch_up(loaded.live, loaded.log)
+        return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
+
+    def accept_item_changes(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Price and stock changes of catalogue items: logged durably, then applied to rules and item features."""
+        loaded = self._current()
+        now = loaded.as_of()
+        for position, change in enumerate(changes):
+            if not loaded.live.knows_item(str(change[C.ITEM_ID])):
+                raise ValueError(f"items[{position}]: item_id '{change[C.ITEM_ID]}' is not in the catalogue of "
+                                 f"version {loaded.version}; new items come with the next pipeline run")  # fmt: skip
+        seqs = loaded.log.append(ITEM, [{**change, C.TIMESTAMP: now} for change in changes])
+        catch_up(loaded.live, loaded.log)
+        return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
+
     def close(self) -> None:
         """Stop the background watcher."""
         self._stop.set()
@@ -161,8 +249,11 @@ class Runtime:
         loaded = self._current()
         started = time.perf_counter()
         user, degraded = self.user_features(loaded, user_id)
+        as_of = loaded.as_of()
+        if not degraded:
+            user = loaded.live.user_features(user_id, user, as_of)
         fetch_ms = (time.perf_counter() - started) * 1000
-        request = Request(user_id=user_id, k=k, as_of=loaded.as_of(), filters=filters, exclude_seen=exclude_seen,
+        request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, exclude_seen=exclude_seen,
                           explain=explain, session_item_ids=session_item_ids)  # fmt: skip
         result = loaded.recommender.recommend(request, user, degraded=degraded)
         result.timings_ms = {"user_features": fetch_ms, **result.timings_ms}
@@ -174,7 +265,10 @@ class Runtime:
             raise RuntimeError("the query encoder is not loaded")
         vector = self.encoder.encode([query])[0].astype(np.float32)
         user, degraded = self.user_features(loaded, user_id) if user_id else (None, False)
-        request = Request(user_id=user_id, k=k, as_of=loaded.as_of(), filters=filters, query_vector=vector)
+        as_of = loaded.as_of()
+        if user_id and not degraded:
+            user = loaded.live.user_features(user_id, user, as_of)
+        request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, query_vector=vector)
         return loaded, loaded.recommender.recommend(request, user, degraded=degraded)
 
     def _current(self) -> Loaded:

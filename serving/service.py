@@ -8,12 +8,13 @@ delegates every request to ``Recommender.recommend``, and swaps to a newly publi
 from __future__ import annotations
 
 import os
+from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import bentoml
-from bentoml.exceptions import NotFound
-from pydantic import BaseModel, Field
+from bentoml.exceptions import InvalidArgument, NotFound
+from pydantic import BaseModel, Field, model_validator
 
 from models.files import ArtifactError
 from models.ranking.rules import Filters
@@ -65,6 +66,45 @@ K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
 ID = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+class Event(BaseModel):
+    """One interaction in the data contract's shape; an unknown user is allowed (it becomes known)."""
+
+    user_id: ID
+    item_id: ID
+    event_type: Literal["view", "click", "add_to_cart", "purchase", "rating"]
+    timestamp: float | None = Field(default=None, description="Unix seconds; default: the serving clock now.")
+    rating: float | None = Field(default=None, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _rating_with_rating_events(self) -> Event:
+        if (self.event_type == "rating") != (self.rating is not None):
+            raise ValueError("a rating goes with event_type 'rating', and only with it")
+        return self
+
+
+class ItemChange(BaseModel):
+    """A price or stock change of a catalogue item."""
+
+    item_id: ID
+    price: float | None = Field(default=None, ge=0)
+    in_stock: bool | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ItemChange:
+        if self.price is None and self.in_stock is None:
+            raise ValueError("an item change needs a price or in_stock")
+        return self
+
+
+class Accepted(BaseModel):
+    accepted: int
+    last_seq: int = Field(description="Sequence number of the last record in the durable log.")
+
+
+def _unprocessable(error: ValueError) -> InvalidArgument:
+    return InvalidArgument(str(error), error_code=HTTPStatus.UNPROCESSABLE_ENTITY)
+
+
 def _settings() -> Settings:
     """From source: ``Settings()`` (RECSYS_* environment). From a built bento: the state folder it carries as the
     model ``recsys-state`` (serving/package.py), unless RECSYS_STATE_DIR points elsewhere."""
@@ -94,6 +134,7 @@ class RecSys:
         self.runtime = Runtime(self.settings)
         self.runtime.start()
         self.runtime.watch(self.settings.reload_interval_seconds)
+        self.runtime.tail(self.settings.live_poll_seconds)
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready
@@ -141,6 +182,23 @@ class RecSys:
         """Semantic search over item text, re-ranked for the user when ``user_id`` is given."""
         loaded, result = self.runtime.search(query, k, user_id, (filters or RequestFilters()).to_filters())
         return _response(loaded.version, result)
+
+    @bentoml.api
+    def events(self, events: Annotated[list[Event], Field(min_length=1, max_length=1000)]) -> Accepted:
+        """Interactions as they happen: durably logged before the answer, visible to the next request on every
+        worker within a second (the items become seen, recent items and category shares move)."""
+        try:
+            return Accepted(**self.runtime.accept_events([e.model_dump() for e in events]))
+        except ValueError as error:
+            raise _unprocessable(error) from error
+
+    @bentoml.api
+    def items(self, items: Annotated[list[ItemChange], Field(min_length=1, max_length=1000)]) -> Accepted:
+        """Price and stock changes: durably logged, then applied to the rules and item features of every worker."""
+        try:
+            return Accepted(**self.runtime.accept_item_changes([i.model_dump() for i in items]))
+        except ValueError as error:
+            raise _unprocessable(error) from error
 
     @bentoml.api
     def reload(self) -> dict[str, Any]:

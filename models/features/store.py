@@ -52,7 +52,7 @@ def repo_config(settings: Settings, dataset: str) -> RepoConfig:
     """The store configuration for this state folder, dataset and online-store choice."""
     feast_dir = store_dir(settings, dataset)
     if settings.online_store == "redis":
-        online: object = RedisOnlineStoreConfig(connection_string=settings.redis_url)
+        online: object = RedisOnlineStoreConfig(connection_string=settings.redis_url, skip_dedup=True)
     else:
         online = SqliteOnlineStoreConfig(path=str(feast_dir / "online_store.db"))
     return RepoConfig(
@@ -99,16 +99,13 @@ def append_snapshots(settings: Settings, dataset: str, view: str, snapshots: pd.
 
 
 def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
-    """Load the newest snapshot per entity up to ``end`` into the online store.
+    """Load the newest snapshot per entity in [start, end] into the online store, overwriting what is there.
 
-    The first run covers [start, end]; later runs are incremental from the registry's watermark. (With ttl 0,
-    Feast's own first incremental run would start one year before the wall clock and miss older datasets.)
+    Always the full window, never Feast's incremental mode: its watermark does not move when a re-run writes a
+    snapshot at the same data time (new feature code, corrected data), so the online store would keep serving the
+    old values. (Redis is configured without Feast's same-timestamp write skip for the same reason.)
     """
-    views = [store.get_feature_view(name) for name in (USER_VIEW, HISTORY_VIEW, ITEM_VIEW)]
-    if any(not view.materialization_intervals for view in views):
-        store.materialize(start_date=start, end_date=end)
-    else:
-        store.materialize_incremental(end_date=end)
+    store.materialize(start_date=start, end_date=end)
 
 
 def service_features(store: FeatureStore, view: str | None = None, service_name: str = FEATURE_SERVICE) -> list[str]:

@@ -68,6 +68,7 @@ def test_published_version_is_complete_and_serves(published):
     manifest = verify_version(current)
     assert manifest["k_candidates"] == summary["k_candidates"]
     assert manifest["features"]["feature_service"] == "ranker_v1"
+    assert manifest["live"] == {"ingested_seq": 0, "events": 0, "item_changes": 0}  # nothing was logged yet
     assert manifest["ranker"]["feature_names"] == manifest["features"]["spec"]["names"]
     recommender, _ = load_recommender(current, RulesConfig.from_settings(settings))
     user = str(recommender.stage1.ials.user_ids[0])

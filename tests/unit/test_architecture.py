@@ -15,7 +15,7 @@ TOP_LEVEL = ("models", "flows", "serving", "feature_repo")
 FORBIDDEN_IN_MODELS = ("prefect", "bentoml", "mlflow", "flows", "serving", "feature_repo")
 LAYERS = {
     "models.settings": 0, "models.files": 0, "models.data": 1, "models.text": 2, "models.retrieval": 3,
-    "models.features": 3, "models.ranking": 3, "models.recommender": 4, "models.training": 5,
+    "models.features": 3, "models.ranking": 3, "models.recommender": 4, "models.training": 5, "models.live": 5,
     "models.evaluation": 6,
 }  # fmt: skip
 """Each part of the library and its floor: a module imports only from lower floors or its own package."""

@@ -96,6 +96,21 @@ def test_materialisation_round_trip(store_and_settings, demo):
     assert (online_items["item_category"].to_numpy() == items["item_category"].to_numpy()).all()
 
 
+def test_a_rewritten_snapshot_at_the_same_time_reaches_the_online_store(store_and_settings, demo):
+    """A re-run with new feature code or corrected data writes its snapshot at the same data time: the online store
+    must serve the new values (Feast's incremental watermark would not move)."""
+    store, settings = store_and_settings
+    users, items = snapshots_at(demo, T2)
+    window = (T2.to_pydatetime(), (T2 + pd.Timedelta(seconds=1)).to_pydatetime())
+    append_user_snapshots(settings, "t", users)
+    append_snapshots(settings, "t", "item_features", items)
+    materialize(store, *window)
+    user = users[C.USER_ID].iloc[0]
+    append_user_snapshots(settings, "t", users.assign(user_events_all=12345.0))
+    materialize(store, *window)
+    assert online_user_features(store, [user])["user_events_all"].iloc[0] == 12345.0
+
+
 def test_point_in_time_join_keeps_the_value_as_of_the_row(store_and_settings, demo):
     store, settings = store_and_settings
     users_t1, items_t1 = snapshots_at(demo, T1)

@@ -1,0 +1,86 @@
+"""The live loop through the service's HTTP API (its ASGI app, on a copy of the published state): events and item
+changes are logged durably, change the very next answer, and survive a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.live.log import log_path
+from tests.serving.support import AsgiService, asgi_service, copy_serving_state
+
+
+def post(api: AsgiService, path: str, body: dict[str, Any], status: int = 200) -> Any:
+    response = api.client.post(path, json=body)
+    assert response.status_code == status, f"{path} {body}: {response.status_code} {response.text}"
+    return response.json()
+
+
+def recommended(api: AsgiService, user: str, k: int = 10, **extra: Any) -> list[str]:
+    return [i["item_id"] for i in post(api, "/recommend", {"user_id": user, "k": k, **extra})["items"]]
+
+
+@pytest.fixture
+def live(version, tmp_path: Path):
+    settings = copy_serving_state(version.settings, tmp_path / "state")
+    with asgi_service(settings.state_dir, metrics=False) as api:
+        yield settings, api
+
+
+def logged(settings, dataset: str) -> list[tuple[int, str, str]]:
+    with sqlite3.connect(log_path(settings.state_dir, dataset)) as connection:
+        return connection.execute("SELECT seq, kind, body FROM log ORDER BY seq").fetchall()
+
+
+def test_a_purchase_is_excluded_at_once_and_after_a_restart(live, version, known_users):
+    settings, api = live
+    user = next(iter(known_users))
+    first = recommended(api, user)
+    bought = first[0]
+    answer = post(api, "/events", {"events": [{"user_id": user, "item_id": bought, "event_type": "purchase"}]})
+    assert answer["accepted"] == 1 and answer["last_seq"] == 1
+    assert bought not in recommended(api, user)
+    assert [row[1] for row in logged(settings, version.dataset)] == ["event"]
+    with asgi_service(settings.state_dir, metrics=False) as restarted:  # a new process replays the log
+        assert bought not in recommended(restarted, user)
+        assert bought in recommended(restarted, user, exclude_seen=False, k=50)
+
+
+def test_events_make_an_unknown_user_known(live, items):
+    _, api = live
+    user = "brand-new-visitor"
+    assert post(api, "/recommend", {"user_id": user})["fallback"] is True
+    viewed = [str(i) for i in items.index[:3]]
+    post(api, "/events", {"events": [{"user_id": user, "item_id": i, "event_type": "click"} for i in viewed]})
+    answer = post(api, "/recommend", {"user_id": user, "k": 10})
+    assert answer["fallback"] is False
+    assert not set(viewed) & {i["item_id"] for i in answer["items"]}
+
+
+def test_a_sold_out_item_disappears_and_a_price_change_applies(live, known_users, items):
+    settings, api = live
+    user = next(iter(known_users))
+    first = recommended(api, user)
+    gone, repriced = first[0], first[1]
+    post(api, "/items", {"items": [{"item_id": gone, "in_stock": False}, {"item_id": repriced, "price": 1e6}]})
+    after = recommended(api, user, filters={"max_price": 1e5})
+    assert gone not in after and repriced not in after
+    post(api, "/items", {"items": [{"item_id": gone, "in_stock": True}]})  # back in stock
+    assert gone in recommended(api, user, k=50)
+
+
+def test_bad_live_input_is_422_and_logs_nothing(live, version, known_users, items):
+    settings, api = live
+    user = next(iter(known_users))
+    good = {"user_id": user, "item_id": str(items.index[0]), "event_type": "click"}
+    unknown = post(api, "/events", {"events": [good, {**good, "item_id": "no-such-item"}]}, status=422)
+    assert "no-such-item" in str(unknown) and "events[1]" in str(unknown)
+    post(api, "/events", {"events": [{**good, "timestamp": 4e9}]}, status=422)  # in the future
+    post(api, "/events", {"events": [{**good, "event_type": "rating"}]}, status=422)  # a rating without its value
+    post(api, "/events", {"events": []}, status=422)
+    post(api, "/items", {"items": [{"item_id": "no-such-item", "price": 3.0}]}, status=422)
+    post(api, "/items", {"items": [{"item_id": str(items.index[0])}]}, status=422)  # changes nothing
+    assert not log_path(settings.state_dir, version.dataset).exists() or logged(settings, version.dataset) == []
