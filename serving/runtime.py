@@ -65,8 +65,8 @@ class Loaded:
         return self.snapshot_seconds + max(0.0, time.time() - self.published_seconds)
 
 
-def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim: int | None) -> Loaded:
-    recommender, manifest = load_recommender(path, rules, encoder_dim)
+def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder: TextEncoder | None) -> Loaded:
+    recommender, manifest = load_recommender(path, rules, encoder.dim if encoder is not None else None)
     dataset = manifest["features"]["store"]["dataset"]
     store = open_store(settings, dataset)
     for service in (FEATURE_SERVICE, HISTORY_SERVICE):  # a registry that lacks them would degrade every request
@@ -74,7 +74,8 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder_dim
     snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
     published = pd.Timestamp(manifest["created_at"]).value / 1e9
     event_log = shared_log(log_path(settings.state_dir, dataset))
-    live = LiveOverlay(recommender, applied_seq=int(manifest.get("live", {}).get("ingested_seq", 0)))
+    encode = (lambda texts: encoder.encode(texts)) if encoder is not None else None
+    live = LiveOverlay(recommender, applied_seq=int(manifest.get("live", {}).get("ingested_seq", 0)), encode=encode)
     catch_up(live, event_log)  # a restarted service replays what arrived after its version's data
     return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log)
 
@@ -151,8 +152,7 @@ class Runtime:
             if self.loaded is not None and target == self.loaded.path:
                 return self.status()
             try:
-                dim = self.encoder.dim if self.encoder is not None else None
-                self.loaded = load_version(target, self.settings, self.rules, dim)
+                self.loaded = load_version(target, self.settings, self.rules, self.encoder)
                 self.last_reload_error = None
                 log.info("serving version %s", self.loaded.version)
             except Exception as error:  # a bad version must never take the service down
@@ -214,19 +214,28 @@ class Runtime:
         return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
 
     def accept_item_changes(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
-        """Price and stock changes of catalogue items: logged durably, then applied to rules and item features."""
+        """New items (title and category required) and price or stock changes: logged durably, then applied —
+        new items are embedded and indexed, changes reach the rules and item features."""
         loaded = self._current()
         now = loaded.as_of()
+        bodies = []
         for position, change in enumerate(changes):
-            if not loaded.live.knows_item(str(change[C.ITEM_ID])):
-                raise ValueError(f"items[{position}]: item_id '{change[C.ITEM_ID]}' is not in the catalogue of "
-                                 f"version {loaded.version}; new items come with the next pipeline run")  # fmt: skip
-        seqs = loaded.log.append(ITEM, [{**change, C.TIMESTAMP: now} for change in changes])
+            item = str(change[C.ITEM_ID])
+            if not loaded.live.knows_item(item):
+                missing = [f for f in (C.TITLE, C.CATEGORY) if not change.get(f)]
+                if missing:
+                    raise ValueError(f"items[{position}]: item_id '{item}' is new to version {loaded.version}, so "
+                                     f"{' and '.join(missing)} are required")  # fmt: skip
+                if self.encoder is None:
+                    raise ValueError(f"items[{position}]: new items need the text encoder, not loaded here")
+            created = change.get(C.CREATED_AT)
+            bodies.append({**change, C.TIMESTAMP: now, C.CREATED_AT: float(created) if created is not None else now})
+        seqs = loaded.log.append(ITEM, bodies)
         catch_up(loaded.live, loaded.log)
         return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
 
     def close(self) -> None:
-        """Stop the background watcher."""
+        """Stop the background watcher and log tailer."""
         self._stop.set()
 
     # ---- requests --------------------------------------------------------------------------------------------

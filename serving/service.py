@@ -83,16 +83,21 @@ class Event(BaseModel):
 
 
 class ItemChange(BaseModel):
-    """A price or stock change of a catalogue item."""
+    """A new item (title and category required, the rest optional), or a price or stock change of a known one."""
 
     item_id: ID
+    title: str | None = Field(default=None, min_length=1, max_length=512)
+    description: str | None = Field(default=None, max_length=4000)
+    category: str | None = Field(default=None, min_length=1, max_length=128)
+    tags: str | None = Field(default=None, max_length=1000, description="'|'-separated labels (style, brand, ...)")
+    created_at: float | None = Field(default=None, description="Launch time, unix seconds; default: now.")
     price: float | None = Field(default=None, ge=0)
     in_stock: bool | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> ItemChange:
-        if self.price is None and self.in_stock is None:
-            raise ValueError("an item change needs a price or in_stock")
+        if self.price is None and self.in_stock is None and self.title is None:
+            raise ValueError("an item needs a title and category (new), or a price or in_stock (change)")
         return self
 
 
@@ -194,7 +199,8 @@ class RecSys:
 
     @bentoml.api
     def items(self, items: Annotated[list[ItemChange], Field(min_length=1, max_length=1000)]) -> Accepted:
-        """Price and stock changes: durably logged, then applied to the rules and item features of every worker."""
+        """New items and price or stock changes: durably logged, then applied on every worker (a new item is embedded
+        and indexed: search, similar items and recommendations can return it within seconds)."""
         try:
             return Accepted(**self.runtime.accept_item_changes([i.model_dump() for i in items]))
         except ValueError as error:

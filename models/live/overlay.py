@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from models.features.spec import (
     USER_TOP_SHARES,
 )
 from models.live.log import EVENT, ITEM, Record
+from models.live.new_items import add_items, new_item_texts
 from models.recommender.item_features import StaticItemFeatures
 from models.recommender.recommender import Recommender
 from models.recommender.retrieval import user_is_known
@@ -87,6 +88,8 @@ class LiveOverlay:
 
     recommender: Recommender
     applied_seq: int = 0
+    encode: Callable[[list[str]], np.ndarray] | None = None
+    """The served version's text encoder (new items are embedded with it); None: new items are refused."""
     users: dict[str, list[LiveEvent]] = field(default_factory=dict)
     item_changes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -100,7 +103,7 @@ class LiveOverlay:
         items = [r.body for r in records if r.kind == ITEM]
         with self._lock:
             if items:
-                self.recommender = apply_item_changes(self.recommender, items)
+                self.recommender = self._with_items(self.recommender, items)
                 self.item_changes += len(items)
             categories = self.recommender.catalog.categories
             row_of = self.recommender.row_of
@@ -124,6 +127,19 @@ class LiveOverlay:
         if not events:
             return stored
         return merge_user_features(stored, events, as_of)
+
+    def _with_items(self, recommender: Recommender, items: list[dict[str, Any]]) -> Recommender:
+        """New items first (one encoding batch), then every price and stock change in log order."""
+        new: dict[str, dict[str, Any]] = {}
+        for item in items:
+            if recommender.row_of.get_indexer([str(item[C.ITEM_ID])])[0] < 0:
+                new.setdefault(str(item[C.ITEM_ID]), item)
+        if new:
+            if self.encode is None:
+                raise RuntimeError("new items need the text encoder, which this process has not loaded")
+            vectors = self.encode(new_item_texts(list(new.values())))
+            recommender = add_items(recommender, list(new.values()), vectors)
+        return apply_item_changes(recommender, items)
 
     def knows_item(self, item_id: str) -> bool:
         return bool(self.recommender.row_of.get_indexer([item_id])[0] >= 0)

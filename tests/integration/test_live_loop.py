@@ -4,6 +4,7 @@ restart; a server killed in the middle of event batches keeps every acknowledged
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from models.live.log import log_path
@@ -126,7 +128,11 @@ def test_a_killed_server_keeps_every_acknowledged_batch_whole(state, version, it
         deadline = time.monotonic() + 30
         while len(acknowledged) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
+        workers = psutil.Process(process.pid).children(recursive=True)  # BentoML starts them in their own sessions
         os.killpg(process.pid, signal.SIGKILL)  # mid-batch: the senders are still posting
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
         stop_sending.set()
         for sender in senders:
             sender.join(timeout=30)

@@ -81,6 +81,31 @@ def test_bad_live_input_is_422_and_logs_nothing(live, version, known_users, item
     post(api, "/events", {"events": [{**good, "timestamp": 4e9}]}, status=422)  # in the future
     post(api, "/events", {"events": [{**good, "event_type": "rating"}]}, status=422)  # a rating without its value
     post(api, "/events", {"events": []}, status=422)
-    post(api, "/items", {"items": [{"item_id": "no-such-item", "price": 3.0}]}, status=422)
+    post(api, "/items", {"items": [{"item_id": "no-such-item", "price": 3.0}]}, status=422)  # new, without a title
     post(api, "/items", {"items": [{"item_id": str(items.index[0])}]}, status=422)  # changes nothing
     assert not log_path(settings.state_dir, version.dataset).exists() or logged(settings, version.dataset) == []
+
+
+def test_a_new_item_is_found_by_search_and_similar_and_survives_a_restart(live, known_users):
+    settings, api = live
+    user = next(iter(known_users))
+    new = {"item_id": "live-new-1", "title": "Zorbix quantum waterproof hiking boot", "category": "footwear",
+           "description": "A hiking boot for wet trails", "price": 89.0, "in_stock": True}  # fmt: skip
+    hidden = {**new, "item_id": "live-new-2", "title": "Zorbix quantum waterproof hiking boot, sold out",
+              "in_stock": False}  # fmt: skip
+    assert post(api, "/items", {"items": [new, hidden]})["accepted"] == 2
+    found = post(api, "/search", {"query": "Zorbix quantum waterproof hiking boot", "k": 5})
+    ids = [i["item_id"] for i in found["items"]]
+    assert ids[0] == "live-new-1" and "live-new-2" not in ids  # the sold-out twin is filtered
+    similar = post(api, "/similar", {"item_id": "live-new-1", "k": 5})
+    assert len(similar["items"]) == 5 and "live-new-1" not in [i["item_id"] for i in similar["items"]]
+    post(api, "/events", {"events": [{"user_id": user, "item_id": "live-new-1", "event_type": "click"}]})
+    with asgi_service(settings.state_dir, metrics=False) as restarted:
+        again = post(restarted, "/search", {"query": "Zorbix quantum waterproof hiking boot", "k": 5})
+        assert "live-new-1" in [i["item_id"] for i in again["items"]]
+
+
+def test_a_new_item_needs_a_title_and_category(live):
+    _, api = live
+    answer = post(api, "/items", {"items": [{"item_id": "live-new-3", "price": 5.0}]}, status=422)
+    assert "live-new-3" in str(answer) and "title and category are required" in str(answer)
