@@ -200,6 +200,6 @@ def test_killed_pipeline_resumes_from_its_cache_and_leaves_the_served_version(pu
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     output = again.stdout + again.stderr
-    for step in ("embed_items", "build_stage1", "compute_serving_snapshots"):
+    for step in ("embed_items", "tune_peers", "compute_serving_snapshots"):
         assert any(step in line and "Cached" in line for line in output.splitlines()), f"{step} was redone"
     assert VersionStore(changed.versions_dir).current() != served
