@@ -55,9 +55,11 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def code_version() -> dict[str, Any]:
     """What a report was measured with: the code fingerprint, and the git commit when run from a checkout
-    (``dirty`` when the library or feature definitions differ from that commit)."""
+    (``dirty`` when the library or feature definitions differ from that commit). Read once per process — the
+    pipeline reads it when it starts, so edits made while it runs do not relabel its results."""
     root = Path(__file__).resolve().parents[1]
     version: dict[str, Any] = {"code_fingerprint": code_fingerprint(), "commit": None, "dirty": None}
     try:

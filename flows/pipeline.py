@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, task
 
-from flows.common import IO_RETRIES, link_tree
+from flows.common import IO_RETRIES, code_version, link_tree
 from flows.features import SNAPSHOT_FILE, features_flow, materialize_snapshot
 from flows.memory import StageLog
 from flows.reranker import reranker_flow
@@ -100,6 +100,7 @@ def build_bento(version: str, settings: Settings) -> str:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[str, Any]:
     """The whole offline pipeline for one dataset; returns a summary with per-stage times."""
+    code_version()  # the code this run measures, as it is now
     log = StageLog()
     with log.stage("data"):
         dataset_dir = prepare_dataset(kind, data_dir, settings)
