@@ -80,6 +80,13 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder: Te
     return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log)
 
 
+def _log_and_apply(loaded: Loaded, kind: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Append durably (the caller answers 200 only after this), then apply here at once; others tail the log."""
+    seqs = loaded.log.append(kind, bodies)
+    catch_up(loaded.live, loaded.log)
+    return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
+
+
 _LOGS: dict[Path, EventLog] = {}
 _LOGS_LOCK = threading.Lock()
 
@@ -209,9 +216,7 @@ class Runtime:
                 raise ValueError(f"events[{position}]: timestamp {timestamp:.0f} is after the serving clock "
                                  f"({now:.0f}): events cannot be in the future")  # fmt: skip
             bodies.append({**event, C.TIMESTAMP: timestamp})
-        seqs = loaded.log.append(EVENT, bodies)
-        catch_up(loaded.live, loaded.log)
-        return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
+        return _log_and_apply(loaded, EVENT, bodies)
 
     def accept_item_changes(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """New items (title and category required) and price or stock changes: logged durably, then applied —
@@ -230,9 +235,7 @@ class Runtime:
                     raise ValueError(f"items[{position}]: new items need the text encoder, not loaded here")
             created = change.get(C.CREATED_AT)
             bodies.append({**change, C.TIMESTAMP: now, C.CREATED_AT: float(created) if created is not None else now})
-        seqs = loaded.log.append(ITEM, bodies)
-        catch_up(loaded.live, loaded.log)
-        return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
+        return _log_and_apply(loaded, ITEM, bodies)
 
     def close(self) -> None:
         """Stop the background watcher and log tailer."""
