@@ -62,8 +62,12 @@ def apply_feature_repo(dataset: str, settings: Settings) -> None:
     apply_definitions(dataset, settings)
 
 
+def snapshot_time(snapshot_dir: str) -> pd.Timestamp:
+    return pd.Timestamp(json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())["snapshot_time"])
+
+
 def snapshot_freshness(snapshot_dir: str, settings: Settings) -> dict[str, Any]:
-    at = pd.Timestamp(json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())["snapshot_time"])
+    at = snapshot_time(snapshot_dir)
     return {
         "snapshot_time": at.isoformat(),
         "snapshot_age_hours": round((pd.Timestamp.now(tz="UTC") - at).total_seconds() / 3600, 1),
@@ -74,7 +78,7 @@ def snapshot_freshness(snapshot_dir: str, settings: Settings) -> dict[str, Any]:
 def materialize_snapshot(snapshot_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
     """Load the serving snapshot into the online store. The pipeline calls it once the new version passed its
     publish gate, just before switching to it: a refused version never changes the features being served."""
-    at = pd.Timestamp(json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())["snapshot_time"])
+    at = snapshot_time(snapshot_dir)
     store = open_store(settings, dataset)
     earliest = min(pd.read_parquet(Path(snapshot_dir) / name, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].min()
                    for name in ("user_features.parquet", "item_features.parquet"))  # fmt: skip
