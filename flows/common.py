@@ -33,7 +33,8 @@ def work_key(*parts: Any) -> str:
 
 RUNTIME_ONLY = frozenset({
     "state_dir", "dask_address", "threads", "reload_interval_seconds", "online_store", "redis_url", "build_bento",
-    "registered_model", "embedding_shard_size", "live_poll_seconds",
+    "registered_model", "embedding_shard_size", "live_poll_seconds", "impressions_flush_rows",
+    "impressions_flush_seconds", "impressions_retention_days",
 })  # fmt: skip
 """Settings that change where or how fast a step runs, never what it computes."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import lightgbm
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import flow, task
@@ -21,8 +22,12 @@ from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figur
 from models.data.tables import load_saved_dataset
 from models.evaluation.offline import evaluation_step
 from models.files import write_json
+from models.live.impressions import impressions_dir, read_impressions
+from models.live.ingest import read_log
+from models.live.log import EVENT, log_path
 from models.ranking.ranker import Ranker
 from models.settings import Settings
+from models.training.impressions import LoggedLists
 from models.training.steps import RANKER_SECTION, load_ranker, train_step, training_step, validation_ndcg
 
 DONE = "done.json"
@@ -38,13 +43,24 @@ def build_training_set(
     dataset_dir: str, fingerprint: str, vectors_path: str, peer_params: dict[str, Any], config: dict[str, Any],
     settings: Settings,
 ) -> str:  # fmt: skip
-    out = work_dir(settings, "training_set", work_key(fingerprint, Path(vectors_path).name, peer_params, config))
+    dataset = load_saved_dataset(Path(dataset_dir))
+    logged = logged_lists(settings, dataset.name) if settings.training_impressions else None
+    served_key = [len(logged.shown), len(logged.events)] if logged is not None else None
+    key = work_key(fingerprint, Path(vectors_path).name, peer_params, config, served_key)
+    out = work_dir(settings, "training_set", key)
     if not (out / DONE).exists():
-        dataset = load_saved_dataset(Path(dataset_dir))
         apply_definitions(dataset.name, settings)
-        stats = training_step(dataset, np.load(vectors_path), peer_params, settings, out)
+        stats = training_step(dataset, np.load(vectors_path), peer_params, settings, out, logged)
         write_json(stats, out / DONE)
     return str(out)
+
+
+def logged_lists(settings: Settings, dataset: str) -> LoggedLists:
+    """The impressions the service logged for ``dataset`` and the events of its live log (with their request ids)."""
+    shown, names = read_impressions(impressions_dir(settings.state_dir, dataset))
+    records = read_log(log_path(settings.state_dir, dataset))
+    events = pd.DataFrame([record.body for record in records if record.kind == EVENT])
+    return LoggedLists(shown, names, events, settings.impression_attribution_hours * 3600.0)
 
 
 @task(**CACHED)

@@ -159,6 +159,23 @@ class Settings(BaseSettings):
     live_poll_seconds: float = Field(
         default=0.2, gt=0, description="How often each worker applies what others appended to the live log."
     )
+    impressions_flush_rows: int = Field(
+        default=5_000, gt=0, description="Shown items a worker buffers before writing an impression file."
+    )
+    impressions_flush_seconds: float = Field(
+        default=10.0, gt=0, description="A worker writes its buffered impressions at least this often."
+    )
+    impressions_retention_days: float = Field(
+        default=30.0, gt=0, description="Impression partitions (one per day) older than this are deleted."
+    )
+    training_impressions: bool = Field(
+        default=False,
+        description="The re-ranker also trains on logged served lists and their outcomes (shown, not clicked: a "
+        "negative); see the impression simulation in README.",
+    )
+    impression_attribution_hours: float = Field(
+        default=24.0, gt=0, description="An event without a request_id is credited to a list shown this recently."
+    )
 
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
     redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")

@@ -232,9 +232,8 @@ def _sample_views(
 
 
 def _funnel(
-    rng: np.random.Generator, item: dict[str, np.ndarray], user: dict[str, np.ndarray],
-    viewer: np.ndarray, chosen: np.ndarray, when: np.ndarray,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    item: dict[str, np.ndarray], user: dict[str, np.ndarray], viewer: np.ndarray, chosen: np.ndarray, when: np.ndarray
+) -> dict[str, np.ndarray]:
     """Probabilities of click | view, cart | click and purchase | cart for each view."""
     n_style = user["style_pref"].shape[1]
     style_match = np.log(user["style_pref"][viewer, item["style"][chosen]] * n_style)
@@ -249,17 +248,50 @@ def _funnel(
     }
 
 
+@dataclass(frozen=True)
+class DemoWorld:
+    """The demo dataset with the hidden traits it was generated from: what an event simulation needs to answer
+    'would this user click, add to cart, buy what was shown?' the way the log's users did."""
+
+    dataset: Dataset
+    item: dict[str, np.ndarray]
+    user: dict[str, np.ndarray]
+    """Hidden traits, aligned with ``item_order`` / ``user_order`` (the generated order)."""
+    item_order: pd.Index
+    user_order: pd.Index
+
+    def response_probabilities(self, user_ids: np.ndarray, item_ids: np.ndarray, when: float) -> dict[str, np.ndarray]:
+        """Per shown (user, item): P(click | looked at it), P(cart | click), P(purchase | cart) at ``when``. The
+        generated log's funnel, with the click scaled by the user's taste for the item's category (in the log,
+        taste decided which items a user viewed at all)."""
+        u = self.user_order.get_indexer(user_ids)
+        i = self.item_order.get_indexer(item_ids)
+        if (u < 0).any() or (i < 0).any():
+            raise KeyError("users and items must be the demo's own")
+        prob = _funnel(self.item, self.user, u, i, np.full(len(u), when))
+        taste = self.user["cat_pref"][u, self.item["category"][i]] * len(CATEGORIES)
+        prob["click"] = prob["click"] * np.minimum(1.0, taste)
+        return prob
+
+
 def generate_demo_catalog(
     n_items: int = 20_000, n_users: int = 5_000, n_interactions: int = 300_000, seed: int = 42
 ) -> Dataset:
     """Generate and validate the demo dataset; the same arguments always give the same tables."""
+    return generate_demo_world(n_items, n_users, n_interactions, seed).dataset
+
+
+def generate_demo_world(
+    n_items: int = 20_000, n_users: int = 5_000, n_interactions: int = 300_000, seed: int = 42
+) -> DemoWorld:
+    """The demo dataset and its hidden traits."""
     if min(n_items, n_users, n_interactions) <= 0:
         raise ValueError("n_items, n_users and n_interactions must be positive")
     rng = np.random.default_rng(seed)
     items, item_hidden = _make_items(rng, n_items)
     users, user_hidden = _make_users(rng, n_users)
     viewer, chosen, when = _sample_views(rng, item_hidden, user_hidden, n_interactions)
-    prob = _funnel(rng, item_hidden, user_hidden, viewer, chosen, when)
+    prob = _funnel(item_hidden, user_hidden, viewer, chosen, when)
     expected_rows = 1 + prob["click"] * (1 + prob["cart"] * (1 + prob["purchase"]))
     n_kept = int(np.searchsorted(np.cumsum(expected_rows), n_interactions))
     viewer, chosen, when = viewer[:n_kept], chosen[:n_kept], when[:n_kept]
@@ -289,4 +321,5 @@ def generate_demo_catalog(
             )
         )
     interactions = pd.concat(frames, ignore_index=True)
-    return validate_dataset("demo", items, interactions, users=users, now=DEMO_END)
+    dataset = validate_dataset("demo", items, interactions, users=users, now=DEMO_END)
+    return DemoWorld(dataset, item_hidden, user_hidden, pd.Index(items[C.ITEM_ID]), pd.Index(users[C.USER_ID]))

@@ -125,12 +125,12 @@ def grow_item_features(
     numeric[:, column["item_price_tier"]] = np.nan
     numeric[:, column["item_in_stock"]] = in_stock.astype(np.float32)
     numeric[:, column["item_created_ts"]] = created
-    grown = StaticItemFeatures.__new__(StaticItemFeatures)
-    grown.all = ItemBlock(
-        np.vstack([features.all.numeric, numeric]),
-        np.concatenate([features.all.category_names, frame[C.CATEGORY].astype(str).to_numpy()]),
+    return StaticItemFeatures.from_block(
+        ItemBlock(
+            np.vstack([features.all.numeric, numeric]),
+            np.concatenate([features.all.category_names, frame[C.CATEGORY].astype(str).to_numpy()]),
+        )
     )
-    return grown
 
 
 def grow_tags(tags: ItemTags, frame: pd.DataFrame) -> ItemTags:

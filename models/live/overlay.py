@@ -172,8 +172,7 @@ def apply_item_changes(recommender: Recommender, changes: list[dict[str, Any]]) 
     new_catalog = replace(catalog, prices=prices, stockout=stockout, restock=restock)
     if table is not None:
         assert isinstance(features, StaticItemFeatures)
-        patched = StaticItemFeatures.__new__(StaticItemFeatures)
-        patched.all = ItemBlock(table, features.all.category_names)
+        patched = StaticItemFeatures.from_block(ItemBlock(table, features.all.category_names))
         return replace(recommender, catalog=new_catalog, item_features=patched)
     return replace(recommender, catalog=new_catalog)
 

@@ -28,6 +28,13 @@ class StaticItemFeatures:
             raise ValueError(f"item feature table lacks items, e.g. {missing}")
         self.all = ItemBlock.from_frame(aligned.reset_index())
 
+    @classmethod
+    def from_block(cls, block: ItemBlock) -> StaticItemFeatures:
+        """Features already aligned with the catalogue (the live overlay's grown or patched copies)."""
+        features = cls.__new__(cls)
+        features.all = block
+        return features
+
     def block(self, rows: np.ndarray, as_of: float) -> ItemBlock:
         return self.all.take(rows)
 

@@ -9,7 +9,7 @@ items (``fallback``); when user features cannot be read the list is the stage-1 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +86,16 @@ class Recommender:
         ruled = apply_rules(self.catalog, retrieval.rows, scores, request.k, request.as_of, self.rules,
                             request.filters, retrieval.query.exclude, self.popularity_order)  # fmt: skip
         timings["rules"] = _ms(started)
+        positions = pd.Index(retrieval.rows).get_indexer(ruled.rows)
+        found_by = retrieval.candidates.sources_of(positions)
         items = [
-            Recommended(str(self.catalog.item_ids[r]), float(s)) for r, s in zip(ruled.rows, ruled.scores, strict=True)
+            Recommended(str(self.catalog.item_ids[r]), float(s), sources=found)
+            for r, s, found in zip(ruled.rows, ruled.scores, found_by, strict=True)
         ]
         if request.explain:
             explain(items, ruled.rows, retrieval, features, self.ranker, self.spec.names, ruled.applied, degraded)
         return Result(items, fallback=retrieval.fallback, degraded=degraded, candidates=len(retrieval.rows),
-                      timings_ms=timings)  # fmt: skip
+                      timings_ms=timings, features=_shown_rows(features, positions))  # fmt: skip
 
     def feature_matrix(
         self, request: Request, retrieval: Retrieval, user: Mapping[str, Any], block: ItemBlock
@@ -120,11 +123,12 @@ class Recommender:
             fused_scores=_fused_scores(retrieval.candidates),
             item_tags=self.item_tags,
             recent_rows=recent[recent >= 0],
-            session_vector=self._session_vector(request.session_item_ids),
+            session_vector=self._session_vector(query.history_items[-self.stage1.config.recent_items :]),
         )
         return assemble(UserRow.from_mapping(user, self.spec), block, inputs)
 
-    def _session_vector(self, item_ids: tuple[str, ...]) -> np.ndarray | None:
+    def _session_vector(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """The session's taste: the mean text vector of the user's last items (the request's session items last)."""
         rows = self.row_of.get_indexer(list(item_ids))
         rows = rows[rows >= 0]
         if not len(rows):
@@ -140,6 +144,15 @@ class Recommender:
             raise KeyError(item_id)
         return similar_items(self.semantic, self.collaborative, self.catalog, self.collab_rows, int(row), k, filters,
                              as_of, self.rules.in_stock_only)  # fmt: skip
+
+
+def _shown_rows(features: np.ndarray | None, positions: np.ndarray) -> np.ndarray | None:
+    """The feature rows of the shown items (NaN for items the rules filled in from outside the candidates)."""
+    if features is None:
+        return None
+    shown = features[np.maximum(positions, 0)].copy()
+    shown[positions < 0] = np.nan
+    return shown
 
 
 def _fused_scores(candidates: Candidates) -> np.ndarray:

@@ -43,6 +43,8 @@ class Recommended:
     item_id: str
     score: float
     explanation: dict[str, Any] | None = None
+    sources: tuple[str, ...] = ()
+    """The stage-1 sources that retrieved the item (empty: added by the rules' fill)."""
 
 
 @dataclass
@@ -52,3 +54,7 @@ class Result:
     degraded: bool = False
     candidates: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray | None = None
+    """The ranker's input row of each item in ``items`` (NaN rows for filled items); None when not re-ranked."""
+    request_id: str | None = None
+    """Set by the service: names the list in the impression log, and events can name it back."""

@@ -32,14 +32,16 @@ def user_is_known(user: Mapping[str, Any] | None) -> bool:
 
 
 def query_for(request: Request, user: Mapping[str, Any] | None) -> tuple[UserQuery, frozenset[str]]:
-    """The stage-1 query from the user's features (recent positives, items seen), and the seen items."""
+    """The stage-1 query from the user's features (recent positives, items seen), and the seen items. The
+    request's session items, when given, are the newest history: the session sources and features start from them."""
     features = user if user is not None and user_is_known(user) else {}
     seen = frozenset(as_list(features.get(USER_SEEN_ITEMS)))
+    session = list(request.session_item_ids)
     query = UserQuery(
         user_id=request.user_id,
         as_of=request.as_of,
-        history_items=[str(i) for i in as_list(features.get(USER_RECENT_ITEMS))],
-        history_times=[float(t) for t in as_list(features.get(USER_RECENT_TIMES))],
+        history_items=[str(i) for i in as_list(features.get(USER_RECENT_ITEMS))] + session,
+        history_times=[float(t) for t in as_list(features.get(USER_RECENT_TIMES))] + [request.as_of] * len(session),
         seen=[str(i) for i in as_list(features.get(USER_SEEN_ITEMS))],
         text_vector=request.query_vector,
         exclude=seen if request.exclude_seen else frozenset(),

@@ -48,6 +48,13 @@ class Candidates:
             if ranks[position] >= 0
         }
 
+    def sources_of(self, positions: np.ndarray) -> list[tuple[str, ...]]:
+        """The sources that returned each candidate at ``positions`` (empty for a position of -1)."""
+        return [
+            tuple(source for source, ranks in self.ranks.items() if p >= 0 and ranks[p] >= 0)
+            for p in positions.tolist()
+        ]
+
 
 def _with_provenance(
     results: Sequence[SourceResult],

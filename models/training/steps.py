@@ -35,6 +35,7 @@ from models.recommender.retrieval import query_for
 from models.retrieval.stage1 import Stage1, Stage1Config, fit_stage1
 from models.settings import Settings
 from models.training.fusion import tune_fusion_weights, user_candidates
+from models.training.impressions import LoggedLists, concat_ranking_data
 from models.training.training_set import build_training_set, choose_training_users
 
 ABLATION_GROUPS: dict[str, tuple[str, ...]] = {
@@ -86,10 +87,11 @@ def choose_fusion(
 
 def training_step(
     dataset: Dataset, vectors: np.ndarray, peer_params: Mapping[str, Mapping[str, float]], settings: Settings,
-    out_dir: Path,
+    out_dir: Path, logged: LoggedLists | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit stage 1 on the inner history, choose its fusion weights, build the training set; save the set, the
-    feature spec and the stage-1 configuration (tuned peers + weights) every later fit uses."""
+    feature spec and the stage-1 configuration (tuned peers + weights) every later fit uses. With ``logged``, the
+    served lists and their outcomes join the set as groups of their own (shown and not clicked: a negative)."""
     split, inner = validation_cut(dataset, settings)
     spec = FeatureSpec.fit(dataset.users)
     context = FeatureContext(dataset.items, dataset.users, inner.history, item_log=split.history)
@@ -105,12 +107,17 @@ def training_step(
     relevant = relevant_items(inner)
     data = training.data
     data.relevant = np.array([len(relevant.get(u, ())) for u in data.group_users])
+    served = logged.groups(spec.names) if logged is not None else None
+    if served is not None:
+        data = concat_ranking_data(data, served)
+    impression_stats = {"impression_groups": float(len(served.groups)) if served is not None else 0.0}
+    assert data.relevant is not None
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / TRAINING_FILE, features=data.features, labels=data.labels, groups=data.groups,
              group_users=data.group_users.astype(str), relevant=data.relevant)  # fmt: skip
     write_json(spec.to_json(), out_dir / SPEC_FILE)
     write_json(stage1.config.to_json(), out_dir / STAGE1_FILE)
-    return {**training.stats, **{f"fusion_{k}": v for k, v in fusion.items()}}
+    return {**training.stats, **impression_stats, **{f"fusion_{k}": v for k, v in fusion.items()}}
 
 
 def load_training(folder: Path) -> tuple[RankingData, FeatureSpec]:
@@ -125,8 +132,9 @@ def load_stage1_config(folder: Path) -> Stage1Config:
 
 
 def user_folds(users: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A seeded fold number per group (each group is one user)."""
-    return np.random.default_rng(seed).permutation(len(users)) % folds
+    """A seeded fold number per group, the same for every group of a user (served lists add groups per user)."""
+    unique, of_group = np.unique(users, return_inverse=True)
+    return (np.random.default_rng(seed).permutation(len(unique)) % folds)[of_group]
 
 
 def cross_validate(

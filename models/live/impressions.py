@@ -1,0 +1,158 @@
+"""The impression log: every served list, item by item, as the next training set needs it.
+
+One row per shown item: the request (id, time, user, version, endpoint), the item's rank, score and the stage-1
+sources that found it, and the exact feature row the ranker scored — so a model can later be trained on what was
+shown and what happened next (shown and not clicked is a real negative), with no skew between logged and
+recomputed features. Rows are buffered in memory and written as Parquet files partitioned by the serving clock's
+date (``date=YYYY-MM-DD``); partitions older than the retention are deleted when a file is written. A crash loses
+at most the unflushed buffer (impressions are a log for learning, not a record of what a user did: events are).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.data.clock import DAY_SECONDS
+
+PARTITION_PREFIX = "date="
+FEATURE_NAMES_KEY = b"feature_names"
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("served_at", pa.float64()),
+        ("as_of", pa.float64()),
+        ("user_id", pa.string()),
+        ("version", pa.string()),
+        ("endpoint", pa.string()),
+        ("variant", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("sources", pa.list_(pa.string())),
+        ("features", pa.list_(pa.float32())),
+    ]
+)
+"""``features`` is the ranker's input row (names in the file metadata, ``feature_names``); empty when the list was
+not re-ranked (unknown user, degraded, or an anonymous search)."""
+
+
+@dataclass(frozen=True)
+class ShownList:
+    """One served list, as the service answered it."""
+
+    request_id: str
+    as_of: float
+    user_id: str | None
+    version: str
+    endpoint: str
+    item_ids: Sequence[str]
+    scores: Sequence[float]
+    sources: Sequence[Sequence[str]]
+    features: np.ndarray | None
+    """(len(item_ids) x n_features) or None when the list was not re-ranked."""
+    variant: str = "champion"
+
+
+def impressions_dir(state_dir: Path, dataset: str) -> Path:
+    return state_dir / "impressions" / dataset
+
+
+class ImpressionLog:
+    """Buffers shown lists and writes them as Parquet (one file per flush and process, never rewritten)."""
+
+    def __init__(self, root: Path, feature_names: Sequence[str], flush_rows: int = 5_000, retention_days: float = 30):
+        self.root = root
+        self.feature_names = list(feature_names)
+        self.flush_rows = flush_rows
+        self.retention_days = retention_days
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._files = count()
+
+    def record(self, shown: ShownList) -> None:
+        """Add one served list; writes a file when the buffer is full."""
+        now = time.time()
+        rows = [
+            {
+                "request_id": shown.request_id, "served_at": now, "as_of": shown.as_of, "user_id": shown.user_id,
+                "version": shown.version, "endpoint": shown.endpoint, "variant": shown.variant, "rank": rank,
+                "item_id": item, "score": float(score), "sources": list(sources),
+                "features": shown.features[rank].tolist() if shown.features is not None else [],
+            }
+            for rank, (item, score, sources) in enumerate(zip(shown.item_ids, shown.scores, shown.sources, strict=True))
+        ]  # fmt: skip
+        with self._lock:
+            self._rows += rows
+            full = len(self._rows) >= self.flush_rows
+        if full:
+            self.flush()
+
+    def flush(self) -> list[Path]:
+        """Write what is buffered (one file per date partition); returns the files written."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return []
+        frame = pd.DataFrame(rows)
+        written = []
+        for day, part in frame.groupby(_dates(frame["as_of"].to_numpy())):
+            folder = self.root / f"{PARTITION_PREFIX}{day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{int(time.time() * 1000)}-{os.getpid()}-{next(self._files)}.parquet"
+            table = pa.Table.from_pandas(part.reset_index(drop=True), schema=SCHEMA, preserve_index=False)
+            metadata = {**(table.schema.metadata or {}), FEATURE_NAMES_KEY: "\t".join(self.feature_names).encode()}
+            temporary = path.with_suffix(".tmp")
+            pq.write_table(table.replace_schema_metadata(metadata), temporary)
+            temporary.replace(path)  # readers never see a half-written file
+            written.append(path)
+        self.rotate(float(frame["as_of"].max()))
+        return written
+
+    def rotate(self, now: float) -> list[Path]:
+        """Delete the date partitions that ended more than ``retention_days`` before ``now``."""
+        oldest = _dates(np.array([now - self.retention_days * DAY_SECONDS]))[0]
+        removed = []
+        for folder in sorted(self.root.glob(f"{PARTITION_PREFIX}*")):
+            if folder.name.removeprefix(PARTITION_PREFIX) < oldest:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
+
+def read_impressions(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every logged impression under ``root`` and the feature names of their rows (files whose feature names
+    differ from the newest file's are skipped: their rows do not fit the same model)."""
+    files = sorted(root.glob(f"{PARTITION_PREFIX}*/*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=SCHEMA.names), []
+    names_of = {f: _feature_names(f) for f in files}
+    newest = names_of[max(files, key=lambda f: f.name)]  # names start with the write time (ms)
+    frames = [pq.read_table(f).to_pandas() for f in files if names_of[f] == newest]
+    return pd.concat(frames, ignore_index=True), newest
+
+
+def _feature_names(path: Path) -> list[str]:
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as error:
+        raise ValueError(f"impression file {path} cannot be read: {error}") from error
+    names = metadata.get(FEATURE_NAMES_KEY, b"").decode()
+    return names.split("\t") if names else []
+
+
+def _dates(seconds: np.ndarray) -> list[str]:
+    return [datetime.fromtimestamp(float(s), UTC).strftime("%Y-%m-%d") for s in seconds]
