@@ -22,8 +22,7 @@ from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset
 from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
-from models.live.ingest import ingest_log, read_live_marker, read_log, write_live_marker
-from models.live.log import log_path
+from models.live.ingest import ingest_log, read_live_log, read_live_marker, write_live_marker
 from models.ranking.rules import RulesConfig
 from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, smoke_test
 from models.recommender.versions import VersionStore
@@ -35,7 +34,7 @@ from models.training.steps import RANKER_SECTION, SPEC_FILE, STAGE1_FILE
 def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
     """Load (or generate) and validate the dataset; nothing is written when validation fails."""
     dataset = load_dataset(kind, settings, Path(data_dir) if data_dir else None)
-    records = read_log(log_path(settings.state_dir, dataset.name))
+    records = read_live_log(settings, dataset.name)
     dataset = ingest_log(dataset, records)  # what the service accepted since: validated with the rest
     folder = save_dataset(dataset, settings.dataset_dir(dataset.name))
     write_live_marker(folder, records)

@@ -104,13 +104,13 @@ def render(reports: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(report_section(report) for report in reports)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with everything between the quality markers replaced by ``block``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the README has no quality block: add the lines\n{BEGIN}\n{END}")
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{BEGIN}\n{block}\n{END}{after}"
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    """``text`` with everything between the markers (the quality block's by default) replaced by ``block``."""
+    if begin not in text or end not in text:
+        raise ValueError(f"the README has no such block: add the lines\n{begin}\n{end}")
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{begin}\n{block}\n{end}{after}"
 
 
 def write_quality(report_paths: Sequence[Path], readme: Path) -> str:

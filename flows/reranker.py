@@ -23,8 +23,8 @@ from models.data.tables import load_saved_dataset
 from models.evaluation.offline import evaluation_step
 from models.files import write_json
 from models.live.impressions import impressions_dir, read_impressions
-from models.live.ingest import read_log
-from models.live.log import EVENT, log_path
+from models.live.ingest import read_live_log
+from models.live.log import EVENT
 from models.ranking.ranker import Ranker
 from models.settings import Settings
 from models.training.impressions import LoggedLists
@@ -58,7 +58,7 @@ def build_training_set(
 def logged_lists(settings: Settings, dataset: str) -> LoggedLists:
     """The impressions the service logged for ``dataset`` and the events of its live log (with their request ids)."""
     shown, names = read_impressions(impressions_dir(settings.state_dir, dataset))
-    records = read_log(log_path(settings.state_dir, dataset))
+    records = read_live_log(settings, dataset)
     events = pd.DataFrame([record.body for record in records if record.kind == EVENT])
     return LoggedLists(shown, names, events, settings.impression_attribution_hours * 3600.0)
 

@@ -16,24 +16,36 @@ import pandas as pd
 from models.data import columns as C
 from models.data.contract import Dataset, validate_dataset
 from models.files import write_json
-from models.live.log import EVENT, ITEM, EventLog, Record
+from models.live.log import EVENT, ITEM, EventLog, LiveLog, Record, log_path, open_log
+from models.settings import Settings
 
 LIVE_MARKER = "live.json"
 
 
 def read_log(path: Path) -> list[Record]:
-    """Every record of a live log (none when the service never wrote one)."""
+    """Every record of a SQLite live log (none when the service never wrote one)."""
     if not path.exists():
         return []
-    log = EventLog(path)
+    try:
+        return read_all(EventLog(path))
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"the live log {path} cannot be read: {error}") from error
+
+
+def read_live_log(settings: Settings, dataset: str) -> list[Record]:
+    """Every record of the dataset's live log, wherever the settings keep it."""
+    if settings.online_store == "redis":
+        return read_all(open_log(settings, dataset))
+    return read_log(log_path(settings.state_dir, dataset))
+
+
+def read_all(log: LiveLog) -> list[Record]:
     try:
         records, last = [], 0
         while batch := log.read_after(last):
             records += batch
             last = batch[-1].seq
         return records
-    except sqlite3.DatabaseError as error:
-        raise ValueError(f"the live log {path} cannot be read: {error}") from error
     finally:
         log.close()
 

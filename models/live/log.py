@@ -1,14 +1,18 @@
 """The durable log of what the service accepts between pipeline runs: interactions and item changes.
 
-One SQLite database in WAL mode per dataset under the state folder. A batch is appended in one transaction with
-``synchronous=FULL`` before the service answers 200, so an acknowledged record survives a crash and a half-written
-batch never appears. Every worker (and replica on shared storage) tails the log by sequence number, so all apply the
-same records in the same order; the next pipeline run ingests the log into the dataset.
+By default one SQLite database in WAL mode per dataset under the state folder: a batch is appended in one
+transaction with ``synchronous=FULL`` before the service answers 200, so an acknowledged record survives a crash and
+a half-written batch never appears. When Redis is configured (``online_store=redis``), a Redis stream per dataset
+instead, so replicas on different machines share it: a batch is appended by one Lua script (atomic), and survives
+a Redis crash as far as Redis persists it (``appendonly yes`` with ``appendfsync always`` for the same guarantee;
+a warning is logged otherwise). Every worker and replica tails the log by sequence number, so all apply the same
+records in the same order; the next pipeline run ingests the log into the dataset.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -16,7 +20,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
 
 EVENT = "event"
 ITEM = "item"
@@ -99,3 +107,82 @@ class EventLog:
 
 def log_path(state_dir: Path, dataset: str) -> Path:
     return state_dir / "live" / f"{dataset}.sqlite"
+
+
+class LiveLog(Protocol):
+    """What the service and the pipeline need of a live log, whichever store holds it."""
+
+    def append(self, kind: str, bodies: Sequence[dict[str, Any]]) -> list[int]: ...
+
+    def read_after(self, seq: int, limit: int = 10_000) -> list[Record]: ...
+
+    def last_seq(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+APPEND_SCRIPT = """
+local seqs = {}
+for i = 2, #ARGV, 2 do
+    local seq = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[1], seq .. '-0', 'kind', ARGV[i], 'body', ARGV[i + 1], 'received_at', ARGV[1])
+    seqs[#seqs + 1] = seq
+end
+return seqs
+"""
+"""One batch, atomically: each record takes the next sequence number, which is also its stream entry id."""
+
+
+class RedisStreamLog:
+    """The live log as a Redis stream (``recsys:<dataset>:live``), for replicas that share no disk."""
+
+    def __init__(self, url: str, dataset: str):
+        import redis
+
+        host, _, port = url.partition(":")
+        self.client = redis.Redis(host=host or "localhost", port=int(port or 6379), decode_responses=True)
+        self.stream, self.counter = f"recsys:{dataset}:live", f"recsys:{dataset}:live:seq"
+        self._append = self.client.register_script(APPEND_SCRIPT)
+        self._warn_if_not_durable()
+
+    def _warn_if_not_durable(self) -> None:
+        try:
+            config: dict[str, Any] = {**self.client.config_get("appendonly"), **self.client.config_get("appendfsync")}  # type: ignore[dict-item]
+        except Exception:  # managed Redis may refuse CONFIG: nothing to check then
+            return
+        if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+            log.warning("Redis persists the live log with appendonly=%s, appendfsync=%s: a Redis crash can lose "
+                        "acknowledged records (set appendonly yes, appendfsync always)",
+                        config.get("appendonly"), config.get("appendfsync"))  # fmt: skip
+
+    def append(self, kind: str, bodies: Sequence[dict[str, Any]]) -> list[int]:
+        if kind not in KINDS:
+            raise ValueError(f"unknown log record kind '{kind}' (expected one of {KINDS})")
+        arguments: list[Any] = [time.time()]
+        for body in bodies:
+            arguments += [kind, json.dumps(body, separators=(",", ":"))]
+        seqs: Any = self._append(keys=[self.stream, self.counter], args=arguments)
+        return [int(seq) for seq in seqs]
+
+    def read_after(self, seq: int, limit: int = 10_000) -> list[Record]:
+        entries: Any = self.client.xrange(self.stream, min=f"{seq + 1}-0", max="+", count=limit)
+        return [
+            Record(
+                int(entry_id.split("-")[0]), fields["kind"], json.loads(fields["body"]), float(fields["received_at"])
+            )
+            for entry_id, fields in entries
+        ]
+
+    def last_seq(self) -> int:
+        value: Any = self.client.get(self.counter)
+        return int(value or 0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_log(settings: Settings, dataset: str) -> LiveLog:
+    """The dataset's live log: a Redis stream when Redis is configured, else the SQLite file in the state folder."""
+    if settings.online_store == "redis":
+        return RedisStreamLog(settings.redis_url, dataset)
+    return EventLog(log_path(settings.state_dir, dataset))

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,37 +25,12 @@ from models.recommender.bundle import load_recommender
 from models.recommender.versions import VersionStore, verify_version
 from models.settings import Settings
 from serving.runtime import Runtime
-from tests.serving.support import copy_serving_state, free_port
+from tests.serving.support import copy_serving_state
 
 pytestmark = pytest.mark.integration
 
 
 # ---- Redis -----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real redis-server on a free port (.ci/run installs it; skipped where it is not installed)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}", process
-    process.terminate()
-    process.wait(timeout=10)
-
-
 def redis_state(version, tmp_path: Path, redis_url: str) -> Settings:
     """A copy of the published state whose online store is the Redis server, materialised from its snapshots."""
     settings = copy_serving_state(version.settings, tmp_path / "state")
