@@ -4,7 +4,8 @@ One row per shown item: the request (id, time, user, version, endpoint), the ite
 sources that found it, and the exact feature row the ranker scored — so a model can later be trained on what was
 shown and what happened next (shown and not clicked is a real negative), with no skew between logged and
 recomputed features. Rows are buffered in memory and written as Parquet files partitioned by the serving clock's
-date (``date=YYYY-MM-DD``); partitions older than the retention are deleted when a file is written. A crash loses
+date (``date=YYYY-MM-DD``) by a background thread when ``due`` (never in a request: no latency spike); partitions
+older than the retention are deleted when a file is written. A crash loses
 at most the unflushed buffer (impressions are a log for learning, not a record of what a user did: events are).
 """
 
@@ -80,11 +81,12 @@ class ImpressionLog:
         self.flush_rows = flush_rows
         self.retention_days = retention_days
         self._rows: list[dict[str, Any]] = []
+        self._oldest = 0.0
         self._lock = threading.Lock()
         self._files = count()
 
     def record(self, shown: ShownList) -> None:
-        """Add one served list; writes a file when the buffer is full."""
+        """Add one served list to the buffer (cheap: the request does not wait for a write)."""
         now = time.time()
         rows = [
             {
@@ -96,10 +98,15 @@ class ImpressionLog:
             for rank, (item, score, sources) in enumerate(zip(shown.item_ids, shown.scores, shown.sources, strict=True))
         ]  # fmt: skip
         with self._lock:
+            if not self._rows:
+                self._oldest = now
             self._rows += rows
-            full = len(self._rows) >= self.flush_rows
-        if full:
-            self.flush()
+
+    def due(self, max_age_seconds: float) -> bool:
+        """Time to write: the buffer is full, or its oldest row waited ``max_age_seconds``."""
+        with self._lock:
+            rows, oldest = len(self._rows), self._oldest
+        return rows >= self.flush_rows or (rows > 0 and time.time() - oldest >= max_age_seconds)
 
     def flush(self) -> list[Path]:
         """Write what is buffered (one file per date partition); returns the files written."""

@@ -37,12 +37,17 @@ def test_lists_are_written_per_day_and_read_back_with_their_feature_rows(tmp_pat
     assert frame[frame.request_id == "r2"].features.map(len).tolist() == [0, 0], "a list not re-ranked has no rows"
 
 
-def test_a_full_buffer_writes_itself(tmp_path: Path):
+def test_a_full_or_old_buffer_is_due(tmp_path: Path):
     log = ImpressionLog(tmp_path, ["f1"], flush_rows=3)
+    assert not log.due(max_age_seconds=0.0), "an empty buffer is never due"
     log.record(shown("r1", DAY_ONE))
+    assert not log.due(max_age_seconds=60.0)
+    assert log.due(max_age_seconds=0.0)
     log.record(shown("r2", DAY_ONE))
-    assert len(list(tmp_path.rglob("*.parquet"))) == 1
-    assert len(read_impressions(tmp_path)[0]) == 4
+    assert log.due(max_age_seconds=60.0), "four rows fill a buffer of three"
+    assert not list(tmp_path.rglob("*.parquet")), "recording never writes: the background thread does"
+    log.flush()
+    assert len(read_impressions(tmp_path)[0]) == 4 and not log.due(max_age_seconds=0.0)
 
 
 def test_partitions_older_than_the_retention_are_deleted(tmp_path: Path):
