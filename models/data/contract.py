@@ -197,7 +197,8 @@ def _to_bool(value: object) -> bool | None:
 
 
 def _parse_timestamps(raw: pd.Series) -> pd.Series:
-    """Datetimes, ISO strings or unix seconds → UTC timestamps; unparseable values become NaT."""
+    """Datetimes, ISO strings or unix seconds → UTC timestamps to the microsecond (what Parquet and the feature
+    store keep: finer times, e.g. float seconds from the live log, would fail their casts); unparseable → NaT."""
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = pd.to_datetime(raw, utc=True)
     elif pd.api.types.is_numeric_dtype(raw):
@@ -208,7 +209,7 @@ def _parse_timestamps(raw: pd.Series) -> pd.Series:
         parsed = pd.to_datetime(as_text, utc=True, errors="coerce", format="mixed")
         from_seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
         parsed = parsed.where(numeric.isna(), from_seconds)
-    return parsed.astype("datetime64[ns, UTC]")
+    return parsed.astype("datetime64[ns, UTC]").dt.floor("us")
 
 
 def _extras(frame: pd.DataFrame, known: Iterable[str]) -> list[str]:

@@ -220,3 +220,12 @@ def test_restock_before_its_stockout():
 def test_stock_flag_disagreeing_with_stock_times():
     message = single_issue(items_frame=items(**{C.STOCKOUT_AT: [None, None, "2025-05-01"]}))
     assert "column 'in_stock'" in message and "disagree" in message and "rows [1, 2]" in message
+
+
+def test_times_finer_than_a_microsecond_are_floored_to_it():
+    """Float seconds from the live log carry nanoseconds that Parquet and the feature store cannot cast."""
+    frame = interactions()
+    frame[C.TIMESTAMP] = [1_748_772_068.806483746, 1_748_772_069.0, 1_748_772_070.5]  # 2025-06-01
+    stamps = validate(inter_frame=frame).interactions[C.TIMESTAMP]
+    assert (stamps.dt.nanosecond == 0).all()
+    assert stamps.iloc[0] == pd.Timestamp("2025-06-01T10:01:08.806483Z")
