@@ -10,7 +10,7 @@ DATA_DIR ?=
 PORT ?= 3000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo pipeline data quality serve bento ui bench test test-fast lint lock clean-state
+.PHONY: help setup demo pipeline data quality simulate serve bento ui bench test test-fast lint lock clean-state
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bento: setup ## pack the published version as the model recsys-state and build t
 
 ui: setup ## Prefect UI on :4200 and MLflow UI on :5000 over the state folder (Ctrl-C stops both)
 	bash scripts/ui.sh
+
+simulate: setup ## does training on served lists help? event simulation on the demo state ($(STATE)); writes README's table
+	$(PY) -m bench.impressions --state $(STATE) --readme README.md
 
 bench: setup ## run the benchmarks; writes $(STATE)/bench/BENCHMARKS.md and bench.json
 	$(PY) -m bench.run

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,15 @@ def known_users(state_dir: Path, count: int, seed: int = 5) -> list[str]:
     users = np.load(state_dir / "versions" / "current" / "stage1" / "ials" / "user_ids.npy", allow_pickle=False)
     rng = np.random.default_rng(seed)
     return [str(u) for u in rng.choice(users, size=min(count, len(users)), replace=False)]
+
+
+def write_users(state_dir: Path, out_dir: Path, count: int) -> tuple[list[str], Path]:
+    """``known_users`` written where the load generator (another process) reads them."""
+    ids = known_users(state_dir, count)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    users_file = out_dir / "loadgen-users.json"
+    users_file.write_text(json.dumps(ids))
+    return ids, users_file
 
 
 def in_process_baseline(state_dir: Path, users: list[str], repeats: int = 2) -> dict[str, Any]:
@@ -90,7 +101,17 @@ def server_env(state_dir: Path) -> dict[str, str]:
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of the live process ``root`` and all its descendants (the server and its workers;
     BentoML may start workers in other process groups, so the tree is followed by parent id)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    parent, cpu = _proc_stats()
+    return sum(cpu.get(pid, 0) for pid in _descendants(root, parent)) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and all its live descendants (the server and its worker processes)."""
+    return _descendants(root, _proc_stats()[0])
+
+
+def _proc_stats() -> tuple[dict[int, int], dict[int, int]]:
+    """Parent id and user + system CPU ticks of every live process."""
     parent: dict[int, int] = {}
     cpu: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -101,12 +122,16 @@ def tree_cpu_seconds(root: int) -> float:
         pid = int(stat.parent.name)  # fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15
         parent[pid] = int(fields[1])
         cpu[pid] = int(fields[11]) + int(fields[12])
+    return parent, cpu
+
+
+def _descendants(root: int, parent: dict[int, int]) -> set[int]:
     tree, frontier = {root}, [root]
     while frontier:
         children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
         tree.update(children)
         frontier = children
-    return sum(cpu.get(pid, 0) for pid in tree) / ticks
+    return tree
 
 
 def _stage_medians(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -122,8 +147,9 @@ def _stage_medians(rows: list[dict[str, float]]) -> dict[str, float]:
 class Server:
     """``scripts/serve.sh`` in its own process group (so stopping it stops bentoml's worker processes too)."""
 
-    def __init__(self, state_dir: Path, port: int, log_path: Path, workers: int = 1):
+    def __init__(self, state_dir: Path, port: int, log_path: Path, workers: int = 1, env: dict[str, str] | None = None):
         self.state_dir, self.port, self.log_path, self.workers = state_dir, port, log_path, workers
+        self.extra_env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_seconds = float("nan")
 
@@ -132,7 +158,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 300.0) -> None:
-        env = {**server_env(self.state_dir), "PORT": str(self.port), "RECSYS_SERVE_WORKERS": str(self.workers)}
+        env = {**server_env(self.state_dir), "PORT": str(self.port), "RECSYS_SERVE_WORKERS": str(self.workers),
+               **self.extra_env}  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.log_path, "wb")  # noqa: SIM115 - the server keeps writing after this returns
         started = time.perf_counter()
@@ -155,6 +182,10 @@ class Server:
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.process.pid) if self.process is not None else float("nan")
 
+    def pids(self) -> set[int]:
+        """The server's processes (BentoML's arbiter and its workers)."""
+        return process_tree(self.process.pid) if self.process is not None else set()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -165,6 +196,21 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(pgid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+@contextmanager
+def running_server(
+    state_dir: Path, out_dir: Path, workers: int, label: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A ready ``bentoml serve`` for the ``with`` block, stopped (with its workers) however the block ends."""
+    server = Server(state_dir, free_port(), out_dir / "serve.log", workers, env)
+    log(f"{label}: starting bentoml serve (scripts/serve.sh, {workers} workers) on {server.url}, state {state_dir}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        log(f"{label}: server stopped")
 
 
 def load_run(
@@ -222,10 +268,7 @@ def run_e2e(
         "state_dir": str(state_dir),
         "version": os.readlink(state_dir / "versions" / "current"),
     }
-    ids = known_users(state_dir, users)
-    users_file = out_dir / "loadgen-users.json"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    users_file.write_text(json.dumps(ids))
+    ids, users_file = write_users(state_dir, out_dir, users)
     out["distinct_users"] = len(ids)
 
     log(
@@ -233,12 +276,9 @@ def run_e2e(
     )
     out["in_process"] = in_process_subprocess(state_dir, users_file, out_dir / "in-process.json", in_process_users)
 
-    server = Server(state_dir, free_port(), out_dir / "serve.log", workers)
     out["workers"] = workers
-    log(f"e2e: starting bentoml serve (scripts/serve.sh) on {server.url}, state {state_dir}")
-    server.start()
-    out["server_ready_seconds"] = round(server.ready_seconds, 1)
-    try:
+    with running_server(state_dir, out_dir, workers, "e2e") as server:
+        out["server_ready_seconds"] = round(server.ready_seconds, 1)
         log(f"e2e: concurrency 1 for {baseline_duration:.0f} s after {warmup:.0f} s warm-up")
         out["concurrency_1"] = load_run(server, users_file, out_dir / "loadgen-c1.json", 1, warmup, baseline_duration)
         log(f"e2e: concurrency {concurrency} for {duration:.0f} s after {warmup:.0f} s warm-up")
@@ -248,9 +288,6 @@ def run_e2e(
             log(f"e2e: saturation, concurrency {saturation} for {baseline_duration:.0f} s")
             out["saturated"] = load_run(server, users_file, out_dir / f"loadgen-c{saturation}.json", saturation,
                                         warmup, baseline_duration)  # fmt: skip
-    finally:
-        server.stop()
-        log("e2e: server stopped")
     loaded, single = out["loaded"], out["concurrency_1"]
     out["meets_goal"] = bool(
         loaded["latency"]["p50_ms"] <= GOALS["p50_ms"] and loaded["latency"]["p99_ms"] <= GOALS["p99_ms"]

@@ -96,6 +96,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _scoring(sections.get("scoring"))
     lines += _embedding(sections.get("embedding"))
     lines += _e2e(sections.get("e2e"))
+    lines += _live(sections.get("live"))
     lines += ["## Section durations", ""]
     lines += table(
         ["section", "seconds", "status"],
@@ -442,3 +443,94 @@ def _e2e(s: dict[str, Any] | None) -> list[str]:
             "",
         ]
     return lines
+
+
+def _live(s: dict[str, Any] | None) -> list[str]:
+    title = "6. Live updates over HTTP (`POST /events`, freshness, `/recommend` while events arrive)"
+    if (err := _error(s, title)) is not None:
+        return err
+    assert s is not None
+    fr = s["freshness"]
+    lines = [
+        f"## {title}",
+        "",
+        f"**Method:** `scripts/serve.sh` with {s['workers']} workers (ready in {s['server_ready_seconds']} s) on the "
+        f"bench state of section 5 (version `{s['version']}`, {s['items']:,} items); every worker applies the "
+        f"durable live log every {s['tail_interval_s']} s (`RECSYS_LIVE_POLL_SECONDS`), the worker that accepts a "
+        "batch at once. Events are interactions of known users with random catalogue items (mostly views). "
+        f"The {s.get('log_records_rewound', 0):,} records the section appended were deleted from the live log after "
+        "the server stopped, so the bench state stays as the pipeline built it. "
+        f"Load at start / end: {_load(s.get('load_start'))} → {_load(s.get('load_end'))}.",
+        "",
+    ]
+    return lines + _live_ingest(s["ingest"]) + _live_freshness(fr, s) + _live_recommend(s["recommend"])
+
+
+def _live_ingest(ingest: dict[str, Any]) -> list[str]:
+    b1, b100 = ingest["batch_1"], ingest["batch_100"]
+    lines = ["**Ingest:** one sequential client on one keep-alive connection (so one worker appends; the other "
+             "tails), after 5 unrecorded requests. Baseline: batch 1.", ""]  # fmt: skip
+    rows = [
+        [f"batch {r['batch']}" + (" (baseline)" if r["batch"] == 1 else ""), f"{r['requests']:,}",
+         f"**{f(r['events_per_s'], 0)}**", f(r["requests_per_s"], 0), f(r["latency"]["p50_ms"], 2, " ms"),
+         f(r["latency"]["p99_ms"], 2, " ms"), f(r["server_cpu_ms_per_event"], 3, " ms"), f(r["errors"]),
+         "1.0×" if r["batch"] == 1 else x(ingest["events_per_s_ratio_100_vs_1"])]
+        for r in (b1, b100)
+    ]  # fmt: skip
+    header = ["POST /events", "requests", "events/s", "requests/s", "p50", "p99", "server CPU per event (both workers)",
+              "errors", "events/s vs batch 1"]  # fmt: skip
+    return lines + table(header, rows)
+
+
+def _live_freshness(fr: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    lag, other, accepting = fr["lag"], fr["other_worker_lag"], fr["accepting_worker_lag"]
+    lines = [
+        f"**Freshness:** {fr['trials']} users; each buys the first item of its current `/recommend` list, then "
+        "`/recommend` is polled on a new connection per request (a connection stays with the worker that accepted "
+        f"it) until the item is gone in {fr['confirm_in_a_row']} responses in a row. Lag: from the 200 of `/events` "
+        "to the arrival of the first of those responses. Since the server is a child process on localhost, the "
+        f"worker behind each connection is also read from `/proc` ({fr['workers_identified']} workers told apart): "
+        "the lag on the worker that did **not** accept the purchase (it must tail the log) is its first response "
+        "without the item after its last one with it, and polling goes on until that worker has answered. Every lag "
+        f"is an upper bound, to within one poll ({f(fr['poll_interval_ms_median'], 1)} ms median between polls); "
+        f"the tail interval ({s['tail_interval_s']} s) is the expected bound on the other worker.",
+        "",
+    ]
+    rows = [
+        [f"{fr['confirm_in_a_row']} responses in a row without the item", f"{fr['trials'] - fr['not_visible']}",
+         f"{f(lag['p50_ms'], 0)} / **{f(lag['p99_ms'], 0)}** / {f(lag['max_ms'], 0)} ms"],
+        ["the worker that did not accept the purchase", f"{fr['other_worker_measured']}",
+         f"{f(other['p50_ms'], 0)} / **{f(other['p99_ms'], 0)}** / {f(other['max_ms'], 0)} ms"],
+        ["the worker that accepted it (baseline: applied before the 200)", f"{accepting['n']}",
+         f"{f(accepting['p50_ms'], 0)} / {f(accepting['p99_ms'], 0)} / {f(accepting['max_ms'], 0)} ms"],
+    ]  # fmt: skip
+    lines += table(["visible on", "trials measured", "lag p50 / p99 / max"], rows)
+    return lines + [
+        f"Not visible within {fr['timeout_s']:g} s: {fr['not_visible']} of {fr['trials']}; polls per trial (median) "
+        f"{f(fr['polls_per_trial_median'], 0)}; every trial within the service's promise (visible on every worker "
+        f"within 1 s): {ok(fr['within_promise'])}.",
+        "",
+    ]
+
+
+def _live_recommend(rec: dict[str, Any]) -> list[str]:
+    idle, busy, r = rec["idle"], rec["with_events"], rec["ratio_loaded_vs_idle"]
+    bg = busy["background_events"]
+    lines = [
+        f"**`/recommend` while events arrive:** section 5's load generator (concurrency {idle['concurrency']}, "
+        f"{idle['duration_s']:.0f} s after a warm-up), first idle (baseline), then while a background thread of "
+        f"the bench posts {bg['batch']} events every {bg['interval_s']:g} s on one keep-alive connection (target {f(bg['target_events_per_s'], 0)}"
+        f" events/s, achieved {f(bg['events_per_s'], 0)}; those `/events` took p50 {f(bg['latency']['p50_ms'], 2)} "
+        f"/ p99 {f(bg['latency']['p99_ms'], 2)} ms, {bg['errors']} errors).",
+        "",
+    ]
+    rows = [
+        ["p50", f(idle["latency"]["p50_ms"], 2, " ms"), f(busy["latency"]["p50_ms"], 2, " ms"), x(r["p50"])],
+        ["**p99**", f(idle["latency"]["p99_ms"], 2, " ms"), f"**{f(busy['latency']['p99_ms'], 2, ' ms')}**", x(r["p99"])],
+        ["throughput", f(idle["rps"], 1, " req/s"), f(busy["rps"], 1, " req/s"), x(r["rps"])],
+        ["errors", f(idle["errors"]), f(busy["errors"]), ""],
+        ["server CPU per /recommend (loaded: ingesting the events included)", f(idle["server_cpu_ms_per_request"], 2, " ms"),
+         f(busy["server_cpu_ms_per_request"], 2, " ms"), ""],
+    ]  # fmt: skip
+    loaded = f"with {f(bg['target_events_per_s'], 0)} events/s"
+    return lines + table(["/recommend", "idle (baseline)", loaded, "ratio loaded / idle"], rows)

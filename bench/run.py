@@ -2,9 +2,10 @@
 
 Sections: ``ann`` (stage-1 FAISS at 100 k and 1 M synthetic vectors), ``features`` (feature assembly for 500
 candidates), ``scoring`` (LightGBM vs lleaves), ``embedding`` (text encoder backends), ``e2e`` (HTTP load test of
-``bentoml serve`` on a 100 k-item catalogue). ``--quick`` shrinks every section (ANN at 100 k only, a 5 k-item
-catalogue, short load runs); ``--skip``/``--only`` pick sections. Output: ``<state>/bench/`` (state from
-``RECSYS_STATE_DIR``, default ``.state``), or ``--out``.
+``bentoml serve`` on a 100 k-item catalogue), ``live`` (``POST /events`` throughput, freshness of a purchase on
+both workers, ``/recommend`` while events arrive; same server and catalogue as ``e2e``). ``--quick`` shrinks every
+section (ANN at 100 k only, a 5 k-item catalogue, short load runs); ``--skip``/``--only`` pick sections. Output:
+``<state>/bench/`` (state from ``RECSYS_STATE_DIR``, default ``.state``), or ``--out``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from bench.report import render
 from bench.state import FULL, QUICK, ensure_state
 from models.settings import Settings
 
-SECTIONS = ("ann", "features", "scoring", "embedding", "e2e")
-ALIASES = {"http": "e2e", "model": "scoring", "embeddings": "embedding", "stage1": "ann"}
+SECTIONS = ("ann", "features", "scoring", "embedding", "e2e", "live")
+ALIASES = {"http": "e2e", "model": "scoring", "embeddings": "embedding", "stage1": "ann", "events": "live",
+           "freshness": "live"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,14 @@ class Plan:
     e2e_baseline_duration: float
     e2e_warmup: float
     e2e_in_process_users: int
+    live_batch1_requests: int
+    live_batch100_requests: int
+    live_trials: int
+    live_duration: float
 
 
-FULL_PLAN = Plan((100_000, 1_000_000), 300, 5, 100, 2000, 100, 45.0, 20.0, 5.0, 300)
-QUICK_PLAN = Plan((100_000,), 200, 3, 40, 500, 50, 10.0, 5.0, 3.0, 100)
+FULL_PLAN = Plan((100_000, 1_000_000), 300, 5, 100, 2000, 100, 45.0, 20.0, 5.0, 300, 200, 50, 30, 20.0)
+QUICK_PLAN = Plan((100_000,), 200, 3, 40, 500, 50, 10.0, 5.0, 3.0, 100, 60, 15, 10, 8.0)
 
 
 def _sections(values: list[str] | None) -> set[str]:
@@ -76,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="published version for sections 2-3 (default <state>/versions/current, else the bench state's)")  # fmt: skip
     parser.add_argument("--ann-sizes", default=None, help="comma-separated N for section 1, e.g. 100000,1000000")
     parser.add_argument("--concurrency", type=int, default=2,
-                        help="requests in flight in section 5 (default 2: one per core and server worker)")  # fmt: skip
+                        help="requests in flight in sections 5 and 6 (default 2: one per core and server worker)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=None, help="seconds measured at that concurrency")
     parser.add_argument("--rebuild-state", action="store_true", help="re-run the pipeline for the bench state")
     return parser.parse_args(argv)
@@ -173,6 +179,17 @@ class Bench:
         return run_e2e(state_dir, self.out_dir / "e2e", concurrency=self.args.concurrency,
                        duration=self.plan.e2e_duration, baseline_duration=self.plan.e2e_baseline_duration,
                        warmup=self.plan.e2e_warmup, in_process_users=self.plan.e2e_in_process_users)  # fmt: skip
+
+    def live(self) -> dict[str, Any]:
+        from bench.live import LivePlan, run_live
+
+        state_dir = self.bench_state()
+        self._fixture = None
+        plan = LivePlan(batch1_requests=self.plan.live_batch1_requests,
+                        batch100_requests=self.plan.live_batch100_requests, trials=self.plan.live_trials,
+                        duration=self.plan.live_duration, warmup=self.plan.e2e_warmup,
+                        concurrency=self.args.concurrency)  # fmt: skip
+        return run_live(state_dir, self.out_dir / "live", plan)
 
     # ---- driver ------------------------------------------------------------------------------------------------
     def run(self) -> int:

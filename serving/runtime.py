@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from models.data import columns as C
 from models.features.spec import FEATURE_SERVICE, HISTORY_SERVICE
 from models.features.store import online_user_row, open_store, user_feature_refs
 from models.files import ArtifactError
-from models.live.log import EVENT, ITEM, EventLog, log_path
+from models.live.impressions import ImpressionLog, ShownList, impressions_dir
+from models.live.log import EVENT, ITEM, LiveLog, open_log
 from models.live.overlay import LiveOverlay
 from models.ranking.rules import Filters, RulesConfig
 from models.recommender.bundle import load_recommender
@@ -31,6 +33,10 @@ from models.text.encoders import make_encoder
 from models.text.model import TextEncoder
 
 log = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """The request names something the served version does not have (answered 422, not 500)."""
 
 
 @dataclass
@@ -45,7 +51,9 @@ class Loaded:
     snapshot_seconds: float
     published_seconds: float
     user_refs: list[str]
-    log: EventLog
+    log: LiveLog
+    impressions: ImpressionLog
+    """Every list this process serves from this version (flushed in the background and when swapped out)."""
 
     @property
     def version(self) -> str:
@@ -73,11 +81,13 @@ def load_version(path: Path, settings: Settings, rules: RulesConfig, encoder: Te
         store.get_feature_service(service)
     snapshot = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
     published = pd.Timestamp(manifest["created_at"]).value / 1e9
-    event_log = shared_log(log_path(settings.state_dir, dataset))
+    event_log = shared_log(settings, dataset)
     encode = (lambda texts: encoder.encode(texts)) if encoder is not None else None
     live = LiveOverlay(recommender, applied_seq=int(manifest.get("live", {}).get("ingested_seq", 0)), encode=encode)
     catch_up(live, event_log)  # a restarted service replays what arrived after its version's data
-    return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log)
+    impressions = ImpressionLog(impressions_dir(settings.state_dir, dataset), recommender.spec.names,
+                                settings.impressions_flush_rows, settings.impressions_retention_days)  # fmt: skip
+    return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log, impressions)
 
 
 def _log_and_apply(loaded: Loaded, kind: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,19 +97,21 @@ def _log_and_apply(loaded: Loaded, kind: str, bodies: list[dict[str, Any]]) -> d
     return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
 
 
-_LOGS: dict[Path, EventLog] = {}
+_LOGS: dict[tuple[str, str, str], LiveLog] = {}
 _LOGS_LOCK = threading.Lock()
 
 
-def shared_log(path: Path) -> EventLog:
-    """One connection per log file and process, kept across version swaps (requests in flight may still write)."""
+def shared_log(settings: Settings, dataset: str) -> LiveLog:
+    """One connection per live log and process, kept across version swaps (requests in flight may still write)."""
+    key = (settings.online_store, str(settings.state_dir) if settings.online_store == "sqlite" else settings.redis_url,
+           dataset)  # fmt: skip
     with _LOGS_LOCK:
-        if path not in _LOGS:
-            _LOGS[path] = EventLog(path)
-        return _LOGS[path]
+        if key not in _LOGS:
+            _LOGS[key] = open_log(settings, dataset)
+        return _LOGS[key]
 
 
-def catch_up(live: LiveOverlay, event_log: EventLog) -> int:
+def catch_up(live: LiveOverlay, event_log: LiveLog) -> int:
     """Apply every logged record the overlay has not seen yet; returns how many."""
     applied = 0
     while records := event_log.read_after(live.applied_seq):
@@ -159,8 +171,10 @@ class Runtime:
             if self.loaded is not None and target == self.loaded.path:
                 return self.status()
             try:
-                self.loaded = load_version(target, self.settings, self.rules, self.encoder)
+                previous, self.loaded = self.loaded, load_version(target, self.settings, self.rules, self.encoder)
                 self.last_reload_error = None
+                if previous is not None:
+                    previous.impressions.flush()
                 log.info("serving version %s", self.loaded.version)
             except Exception as error:  # a bad version must never take the service down
                 self.last_reload_error = f"refused {target.name}: {error}"
@@ -182,7 +196,8 @@ class Runtime:
         return thread
 
     def tail(self, interval_seconds: float) -> threading.Thread:
-        """Apply what other workers and replicas append to the live log, every ``interval_seconds``."""
+        """Apply what other workers and replicas append to the live log, every ``interval_seconds``; write the
+        buffered impressions every ``impressions_flush_seconds``."""
 
         def loop() -> None:
             while not self._stop.wait(interval_seconds):
@@ -193,6 +208,8 @@ class Runtime:
                     catch_up(loaded.live, loaded.log)
                 except Exception as error:  # a locked or unreadable log must not stop the tailer
                     log.warning("live log not applied: %s", error)
+                if loaded.impressions.due(self.settings.impressions_flush_seconds):
+                    self.flush_impressions()
 
         thread = threading.Thread(target=loop, name="live-log-tailer", daemon=True)
         thread.start()
@@ -237,9 +254,19 @@ class Runtime:
             bodies.append({**change, C.TIMESTAMP: now, C.CREATED_AT: float(created) if created is not None else now})
         return _log_and_apply(loaded, ITEM, bodies)
 
+    def flush_impressions(self) -> None:
+        loaded = self.loaded
+        if loaded is None:
+            return
+        try:
+            loaded.impressions.flush()
+        except Exception as error:  # a full disk must not stop serving: the lists are lost, not the requests
+            log.error("impressions not written: %s", error)
+
     def close(self) -> None:
-        """Stop the background watcher and log tailer."""
+        """Stop the background watcher and log tailer; write the buffered impressions."""
         self._stop.set()
+        self.flush_impressions()
 
     # ---- requests --------------------------------------------------------------------------------------------
     def user_features(self, loaded: Loaded, user_id: str) -> tuple[dict[str, Any] | None, bool]:
@@ -259,6 +286,10 @@ class Runtime:
         session_item_ids: tuple[str, ...] = (),
     ) -> tuple[Loaded, Result]:  # fmt: skip
         loaded = self._current()
+        unknown = [item for item in session_item_ids if not loaded.live.knows_item(item)]
+        if unknown:
+            raise RequestError(f"context.session_item_ids: {unknown[:5]} not in the catalogue of version "
+                             f"{loaded.version}")  # fmt: skip
         started = time.perf_counter()
         user, degraded = self.user_features(loaded, user_id)
         as_of = loaded.as_of()
@@ -269,7 +300,7 @@ class Runtime:
                           explain=explain, session_item_ids=session_item_ids)  # fmt: skip
         result = loaded.recommender.recommend(request, user, degraded=degraded)
         result.timings_ms = {"user_features": fetch_ms, **result.timings_ms}
-        return loaded, result
+        return loaded, self._logged(loaded, "recommend", request, result)
 
     def search(self, query: str, k: int, user_id: str | None, filters: Filters) -> tuple[Loaded, Result]:
         loaded = self._current()
@@ -281,7 +312,20 @@ class Runtime:
         if user_id and not degraded:
             user = loaded.live.user_features(user_id, user, as_of)
         request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, query_vector=vector)
-        return loaded, loaded.recommender.recommend(request, user, degraded=degraded)
+        return loaded, self._logged(loaded, "search", request, loaded.recommender.recommend(request, user, degraded))
+
+    def _logged(self, loaded: Loaded, endpoint: str, request: Request, result: Result) -> Result:
+        """Name the list with a new request id and add it to the impression log."""
+        result.request_id = uuid.uuid4().hex
+        items = result.items
+        shown = ShownList(result.request_id, request.as_of, request.user_id, loaded.version, endpoint,
+                          [i.item_id for i in items], [i.score for i in items], [i.sources for i in items],
+                          result.features)  # fmt: skip
+        try:
+            loaded.impressions.record(shown)
+        except Exception as error:  # the answer matters more than its log line
+            log.error("impression of %s not logged: %s", result.request_id, error)
+        return result
 
     def _current(self) -> Loaded:
         loaded = self.loaded  # one read: a concurrent swap never mixes two versions in one request

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.files import ArtifactError
 from models.ranking.rules import Filters
@@ -22,14 +22,20 @@ from models.recommender.request import Result
 from models.recommender.versions import STATE_MODEL
 from models.settings import Settings
 from serving.middleware import ValidationErrorsAs422
-from serving.runtime import Runtime
+from serving.runtime import RequestError, Runtime
 
 
 class Context(BaseModel):
-    device: str | None = Field(default=None, max_length=64, description="e.g. mobile, desktop, tablet")
+    """What the client knows about the visit. Only what the re-ranker was trained to use: the device of the
+    visit is not (the user's usual device is a stored user feature), so it is refused rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
     session_item_ids: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=50, description="Items viewed in the current session, oldest first."
-    )
+        default_factory=list, max_length=50,
+        description="Items viewed in the current session, oldest first: the newest history of the request (stage 1's "
+        "session sources start from them, and the re-ranker's session affinity).",
+    )  # fmt: skip
 
 
 class RequestFilters(BaseModel):
@@ -49,6 +55,8 @@ class Item(BaseModel):
 
 class Recommendations(BaseModel):
     version: str
+    request_id: str | None = Field(default=None, description="Names this list in the impression log; events can "
+                                   "name it back (their request_id).")  # fmt: skip
     items: list[Item]
     fallback: bool = Field(description="Unknown user: popular and fresh items.")
     degraded: bool = Field(description="User features unavailable: stage-1 order with default features.")
@@ -58,8 +66,8 @@ class Recommendations(BaseModel):
 def _response(version: str, result: Result) -> Recommendations:
     items = [Item(item_id=i.item_id, score=round(i.score, 6), explanation=i.explanation) for i in result.items]
     timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
-    return Recommendations(version=version, items=items, fallback=result.fallback, degraded=result.degraded,
-                           timings_ms=timings)  # fmt: skip
+    return Recommendations(version=version, request_id=result.request_id, items=items, fallback=result.fallback,
+                           degraded=result.degraded, timings_ms=timings)  # fmt: skip
 
 
 K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
@@ -74,6 +82,8 @@ class Event(BaseModel):
     event_type: Literal["view", "click", "add_to_cart", "purchase", "rating"]
     timestamp: float | None = Field(default=None, description="Unix seconds; default: the serving clock now.")
     rating: float | None = Field(default=None, ge=0, le=10)
+    request_id: str | None = Field(default=None, max_length=64, description="The list that led to it, if any "
+                                   "(a /recommend or /search response's request_id).")  # fmt: skip
 
     @model_validator(mode="after")
     def _rating_with_rating_events(self) -> Event:
@@ -160,10 +170,13 @@ class RecSys:
     ) -> Recommendations:
         """Personalised recommendations: retrieval from every stage-1 source, LightGBM re-ranking, business rules."""
         context = context or Context()
-        loaded, result = self.runtime.recommend(
-            user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen, explain,
-            tuple(context.session_item_ids),
-        )  # fmt: skip
+        try:
+            loaded, result = self.runtime.recommend(
+                user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen, explain,
+                tuple(context.session_item_ids),
+            )  # fmt: skip
+        except RequestError as error:
+            raise _unprocessable(error) from error
         return _response(loaded.version, result)
 
     @bentoml.api

@@ -42,8 +42,9 @@ def test_ready_and_alive_after_startup(api, version):
 
 def test_recommend(api, version, known_users):
     user = next(iter(known_users))
-    answer = post(api, "/recommend", {"user_id": user, "k": 7, "explain": True, "context": {"device": "mobile"}})
+    answer = post(api, "/recommend", {"user_id": user, "k": 7, "explain": True})
     assert answer["version"] == version.version
+    assert len(answer["request_id"]) == 32
     assert len(set(item_ids(answer))) == 7
     assert answer["fallback"] is False and answer["degraded"] is False
     assert all(item["explanation"]["sources"] for item in answer["items"])
@@ -59,6 +60,26 @@ def test_recommend_with_session_context_and_filters(api, items, known_users):
     answer = post(api, "/recommend", body)
     assert len(answer["items"]) == 10
     assert (items.loc[item_ids(answer), "item_price"] <= 100.0).all()
+
+
+def test_a_session_moves_the_list_towards_its_category(api, items, known_users):
+    """The session items are the request's newest history: a session in one category brings more of it."""
+    gains = []
+    for user in list(known_users)[:5]:
+        before = item_ids(post(api, "/recommend", {"user_id": user, "k": 20}))
+        shown = items.loc[before, "item_category"].value_counts()
+        category = next(c for c in items["item_category"].value_counts().index if c not in shown.index[:3])
+        session = [str(i) for i in items.index[items["item_category"] == category][:5]]
+        after = item_ids(post(api, "/recommend", {"user_id": user, "k": 20, "context": {"session_item_ids": session}}))
+        assert after != before
+        gains.append((items.loc[after, "item_category"] == category).sum() - shown.get(category, 0))
+    assert sum(gains) > 0, gains
+
+
+def test_a_session_item_outside_the_catalogue_is_named(api, known_users):
+    body = {"user_id": next(iter(known_users)), "context": {"session_item_ids": ["no-such-item"]}}
+    response = api.client.post("/recommend", json=body)
+    assert response.status_code == 422 and "no-such-item" in response.text
 
 
 def test_similar(api, version, items):
@@ -115,6 +136,7 @@ INVALID = [
     ("/recommend", {"user_id": "u", "filters": {"categories": "books"}}, ["filters", "categories"]),
     ("/recommend", {"user_id": "u", "filters": {"max_price": "cheap"}}, ["filters", "max_price"]),
     ("/recommend", {"user_id": "u", "context": {"session_item_ids": ["i"] * 51}}, ["context", "session_item_ids"]),
+    ("/recommend", {"user_id": "u", "context": {"device": "mobile"}}, ["context", "device"]),
     ("/similar", {"item_id": "i000001", "k": 0}, ["k"]),
     ("/similar", {"k": 3}, ["item_id"]),
     ("/similar", {"item_id": ["i000001"]}, ["item_id"]),

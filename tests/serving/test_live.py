@@ -3,13 +3,17 @@ changes are logged durably, change the very next answer, and survive a restart."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
+from models.live.impressions import impressions_dir, read_impressions
 from models.live.log import log_path
+from models.training.impressions import impression_labels
 from tests.serving.support import AsgiService, asgi_service, copy_serving_state
 
 
@@ -109,3 +113,29 @@ def test_a_new_item_needs_a_title_and_category(live):
     _, api = live
     answer = post(api, "/items", {"items": [{"item_id": "live-new-3", "price": 5.0}]}, status=422)
     assert "live-new-3" in str(answer) and "title and category are required" in str(answer)
+
+
+def test_every_list_is_logged_as_impressions_and_events_can_name_it(version, known_users, tmp_path: Path):
+    settings = copy_serving_state(version.settings, tmp_path / "state")
+    user = next(iter(known_users))
+    with asgi_service(settings.state_dir, metrics=False) as api:
+        answer = post(api, "/recommend", {"user_id": user, "k": 5})
+        found = post(api, "/search", {"query": "gift", "k": 3})
+        clicked = answer["items"][2]["item_id"]
+        event = {"user_id": user, "item_id": clicked, "event_type": "click", "request_id": answer["request_id"]}
+        post(api, "/events", {"events": [event]})
+    # the service wrote its buffer when it stopped
+    shown, names = read_impressions(impressions_dir(settings.state_dir, version.dataset))
+    mine = shown[shown.request_id == answer["request_id"]].sort_values("rank")
+    assert mine.item_id.tolist() == [i["item_id"] for i in answer["items"]]
+    assert mine.score.round(6).tolist() == [i["score"] for i in answer["items"]]
+    assert (mine.version == version.version).all() and (mine.user_id == user).all()
+    assert all(len(row) == len(names) > 0 for row in mine.features), "each shown item carries its feature row"
+    assert all(len(sources) > 0 for sources in mine.sources)
+    searched = shown[shown.request_id == found["request_id"]]
+    assert (searched.endpoint == "search").all() and len(searched) == 3
+    body = json.loads(logged(settings, version.dataset)[-1][2])
+    assert body["request_id"] == answer["request_id"]
+    outcome = pd.DataFrame([body])
+    labels = impression_labels(mine, outcome, window_seconds=3600.0)
+    assert labels.tolist() == [0, 0, 1, 0, 0], "the click is credited to the list that showed the item"

@@ -7,13 +7,16 @@ import random
 from pathlib import Path
 
 from bench.live import (
+    Poll,
     compare_load,
     event_batch,
     events_per_second,
     last_seq,
     latency_summary,
     rewind_log,
+    settled,
     visibility_lag_ms,
+    worker_lag_ms,
 )
 from bench.machine import describe_machine
 from bench.report import render
@@ -22,12 +25,27 @@ from models.live.log import EVENT, EventLog
 
 def test_lag_is_the_first_poll_of_the_first_run_of_absent_responses() -> None:
     # a response without the item from the accepting worker, then the other worker still lists it: not yet visible
-    polls = [(5.0, True), (20.0, False), (35.0, True), (50.0, False), (65.0, False), (80.0, False), (95.0, False)]
+    answers = [(5.0, True), (20.0, False), (35.0, True), (50.0, False), (65.0, False), (80.0, False), (95.0, False)]
+    polls = [Poll(at, present) for at, present in answers]
     assert visibility_lag_ms(polls, confirm=4) == 50.0
     assert visibility_lag_ms(polls, confirm=1) == 20.0
     assert visibility_lag_ms(polls[:6], confirm=4) is None  # only three in a row: unconfirmed
-    assert visibility_lag_ms([(3.0, False)] * 4, confirm=4) == 3.0  # gone on the first poll
+    assert visibility_lag_ms([Poll(3.0, False)] * 4, confirm=4) == 3.0  # gone on the first poll
     assert visibility_lag_ms([], confirm=4) is None
+
+
+def test_lag_per_worker_and_when_to_stop_polling() -> None:
+    accepting, other = 101, 202
+    polls = [Poll(10.0, False, accepting), Poll(20.0, True, other), Poll(30.0, False, accepting),
+             Poll(40.0, False, accepting), Poll(50.0, False, accepting), Poll(60.0, False, accepting)]  # fmt: skip
+    assert worker_lag_ms(polls, accepting) == 10.0
+    assert worker_lag_ms(polls, other) is None  # its latest answer still lists the item
+    assert not settled(polls, confirm=4, other=other)  # four in a row, all from the accepting worker
+    assert settled(polls, confirm=4, other=None)  # workers unknown: the run is all there is to go by
+    polls.append(Poll(70.0, False, other))
+    assert worker_lag_ms(polls, other) == 70.0 and settled(polls, confirm=4, other=other)
+    assert worker_lag_ms([Poll(5.0, False, other)], other) == 5.0  # gone on its first answer
+    assert worker_lag_ms(polls, 303) is None  # never answered
 
 
 def test_summaries_and_ratios() -> None:
@@ -74,8 +92,11 @@ def _section() -> dict[str, object]:
                    "batch_100": {**ingest, "batch": 100, "events_per_s": 4321.0},
                    "events_per_s_ratio_100_vs_1": 43.2},
         "freshness": {"trials": 10, "confirm_in_a_row": 4, "timeout_s": 5.0, "not_visible": 0,
-                      "lag": {"p50_ms": 123.0, "p99_ms": 234.0, "max_ms": 240.0}, "polls_per_trial_median": 12.0,
-                      "poll_round_trip_ms_median": 15.0, "within_promise": True},
+                      "workers_identified": 2, "lag": {"p50_ms": 123.0, "p99_ms": 234.0, "max_ms": 240.0},
+                      "other_worker_lag": {"n": 9, "p50_ms": 111.0, "p99_ms": 199.0, "max_ms": 201.0},
+                      "other_worker_measured": 9, "polls_per_trial_median": 12.0, "poll_interval_ms_median": 15.0,
+                      "accepting_worker_lag": {"n": 10, "p50_ms": 14.0, "p99_ms": 20.0, "max_ms": 21.0},
+                      "within_promise": True},
         "recommend": {"idle": recommend, "with_events": {**recommend, "rps": 80.0, "background_events": background,
                                                           "latency": {"p50_ms": 12.0, "p99_ms": 30.0}},
                       "ratio_loaded_vs_idle": {"p50": 1.2, "p99": 1.5, "rps": 0.8}},
@@ -88,7 +109,8 @@ def test_report_renders_the_live_section() -> None:
                "durations": {"live": {"seconds": 1.0, "status": "ok"}}, "total_seconds": 1.0}  # fmt: skip
     live = render(results).split("## 6. Live updates")[1].split("\n## ")[0]
     assert "**4,321**" in live and "43.2×" in live  # batch-100 events/s and its ratio to batch 1
-    assert "123 / **234** / 240 ms" in live  # freshness p50 / p99 / max
+    assert "123 / **234** / 240 ms" in live  # freshness p50 / p99 / max, N in a row
+    assert "| 9 | 111 / **199** / 201 ms" in live  # on the worker that did not accept the purchase
     assert "**30.00 ms**" in live and "1.5×" in live  # p99 with events, ratio to idle
     assert "1,234 records" in live
     skipped = render({**results, "sections": {}}).split("## 6. Live updates")[1].split("\n## ")[0]
