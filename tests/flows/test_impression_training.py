@@ -17,7 +17,7 @@ from serving.runtime import Runtime
 def test_the_next_run_trains_on_served_lists_and_their_outcomes(published, tmp_path: Path):
     settings, _ = published
     state = tmp_path / "state"
-    shutil.copytree(settings.state_dir, state)
+    shutil.copytree(settings.state_dir, state, symlinks=True)  # `current` stays a pointer
     copy = settings.model_copy(update={"state_dir": state, "training_impressions": True})
     runtime = Runtime(copy)
     runtime.start()
