@@ -314,6 +314,14 @@ class Runtime:
         request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, query_vector=vector)
         return loaded, self._logged(loaded, "search", request, loaded.recommender.recommend(request, user, degraded))
 
+    def similar(self, item_id: str, k: int, filters: Filters) -> tuple[Loaded, Result]:
+        """Items like ``item_id`` (KeyError when the version does not know it)."""
+        loaded = self._current()
+        as_of = loaded.as_of()
+        items = loaded.recommender.similar(item_id, k, filters, as_of)
+        request = Request(user_id=None, k=k, as_of=as_of, filters=filters)
+        return loaded, self._logged(loaded, "similar", request, Result(items))
+
     def _logged(self, loaded: Loaded, endpoint: str, request: Request, result: Result) -> Result:
         """Name the list with a new request id and add it to the impression log."""
         result.request_id = uuid.uuid4().hex

@@ -55,8 +55,8 @@ class Item(BaseModel):
 
 class Recommendations(BaseModel):
     version: str
-    request_id: str | None = Field(default=None, description="Names this list in the impression log; events can "
-                                   "name it back (their request_id).")  # fmt: skip
+    request_id: str = Field(description="Names this list in the impression log; events can name it back (their "
+                            "request_id).")  # fmt: skip
     items: list[Item]
     fallback: bool = Field(description="Unknown user: popular and fresh items.")
     degraded: bool = Field(description="User features unavailable: stage-1 order with default features.")
@@ -66,6 +66,7 @@ class Recommendations(BaseModel):
 def _response(version: str, result: Result) -> Recommendations:
     items = [Item(item_id=i.item_id, score=round(i.score, 6), explanation=i.explanation) for i in result.items]
     timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
+    assert result.request_id is not None, "every served list is logged under a request id"
     return Recommendations(version=version, request_id=result.request_id, items=items, fallback=result.fallback,
                            degraded=result.degraded, timings_ms=timings)  # fmt: skip
 
@@ -182,12 +183,12 @@ class RecSys:
     @bentoml.api
     def similar(self, item_id: ID, k: K = 10, filters: RequestFilters | None = None) -> Recommendations:
         """Items similar to ``item_id`` (text and collaborative neighbours)."""
-        loaded = self.runtime._current()
         try:
-            items = loaded.recommender.similar(item_id, k, (filters or RequestFilters()).to_filters(), loaded.as_of())
+            loaded, result = self.runtime.similar(item_id, k, (filters or RequestFilters()).to_filters())
         except KeyError as error:
-            raise NotFound(f"item_id '{item_id}' is not in the catalogue of version {loaded.version}") from error
-        return _response(loaded.version, Result(items))
+            version = self.runtime._current().version
+            raise NotFound(f"item_id '{item_id}' is not in the catalogue of version {version}") from error
+        return _response(loaded.version, result)
 
     @bentoml.api
     def search(
