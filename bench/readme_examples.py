@@ -57,9 +57,10 @@ def service_examples(console: Console, user: str) -> list[str]:
     first = console.post("/recommend", {"user_id": user, "k": 3, "explain": True}, titles=True)
     shown = [i["item_id"] for i in first["items"]]
     console.post("/recommend", {"user_id": user, "k": 3, "filters": {"max_price": 50}}, titles=True)
+    console.post("/recommend", {"user_id": "new-visitor", "k": 3}, titles=True)
     session = [str(i) for i in console.catalog.index[console.catalog["category"] == "coffee"][:3]]
-    console.post("/recommend", {"user_id": user, "k": 3, "context": {"session_item_ids": session}}, titles=True)
-    console.post("/recommend", {"user_id": "new-visitor", "k": 2}, titles=True)
+    body = {"user_id": "new-visitor", "k": 3, "context": {"session_item_ids": session}}
+    console.post("/recommend", body, titles=True)
     console.post("/similar", {"item_id": shown[0], "k": 3}, titles=True)
     console.post("/search", {"query": "waterproof hiking boots", "k": 3, "user_id": user}, titles=True)
     console.post("/recommend", {"user_id": user, "k": 500})
@@ -70,7 +71,7 @@ def service_examples(console: Console, user: str) -> list[str]:
 
 
 def live_examples(console: Console, user: str) -> None:
-    first = console.post("/recommend", {"user_id": user, "k": 3})
+    first = console.post("/recommend", {"user_id": user, "k": 3}, titles=True)
     shown = [i["item_id"] for i in first["items"]]
     purchase = {"user_id": user, "item_id": shown[0], "event_type": "purchase", "request_id": first["request_id"]}
     console.post("/events", {"events": [purchase]})
