@@ -32,7 +32,7 @@ def test_quality_refuses_a_readme_without_the_block_and_a_missing_report(publish
     _, summary = published
     readme = tmp_path / "README.md"
     readme.write_text("no block here\n")
-    with pytest.raises(ValueError, match="no quality block"):
+    with pytest.raises(ValueError, match="has no such block: add the lines\n<!-- quality:begin"):
         write_quality([Path(summary["report_path"])], readme)
     assert readme.read_text() == "no block here\n"  # nothing written
     assert main(["quality", str(tmp_path / "missing.json"), "--readme", str(readme)]) == 2
