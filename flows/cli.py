@@ -38,8 +38,45 @@ def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     from flows.pipeline import pipeline_flow
 
     started = time.perf_counter()
-    summary = pipeline_flow(args.dataset, str(args.data_dir) if args.data_dir else None, settings)
+    summary = pipeline_flow(args.dataset, str(args.data_dir) if args.data_dir else None, settings, args.force)
     print_summary(summary, time.perf_counter() - started, settings)
+    return 0
+
+
+def command_release(args: argparse.Namespace, settings: Settings) -> int:
+    """``promote`` / ``rollback``: move the namespace's ``current`` pointer (a running service follows within its
+    reload interval, or at once on POST /reload) and the registry's ``champion`` alias with it."""
+    from models.files import ArtifactError
+    from models.recommender.versions import VersionStore, choose_namespace
+
+    try:
+        settings = settings.model_copy(update={"namespace": choose_namespace(settings.versions_root, args.namespace)})
+        store = VersionStore(settings.versions_dir)
+        reason = args.reason or f"{args.command} from the command line"
+        version = store.promote(reason) if args.command == "promote" else store.rollback(reason)
+    except ArtifactError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{settings.namespace}: now serving {version} ({args.command})")
+    from flows.registry import sync_champion_alias
+
+    print(sync_champion_alias(settings, store))
+    return 0
+
+
+def command_releases(args: argparse.Namespace, settings: Settings) -> int:
+    """The namespace's pointers and its release history."""
+    from models.files import ArtifactError
+    from models.recommender.versions import CHALLENGER, CURRENT, PREVIOUS, VersionStore, choose_namespace
+
+    try:
+        namespace = choose_namespace(settings.versions_root, args.namespace)
+    except ArtifactError as error:
+        print(error, file=sys.stderr)
+        return 2
+    store = VersionStore(settings.versions_root / namespace)
+    pointers = {name: (p.name if (p := store.pointed(name)) else None) for name in (CURRENT, CHALLENGER, PREVIOUS)}
+    print(json.dumps({"namespace": namespace, **pointers, "history": store.releases()[-args.last :]}, indent=2))
     return 0
 
 
@@ -76,8 +113,11 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     )
     print(f"served: K = {summary['served']['k_candidates']} candidates, rules {summary['served']['rules']}")
     registration = summary["registration"]
-    print(f"model: {registration['model']} v{registration['version']} (champion: {registration['promoted']})")
-    print(f"published version: {summary['version']}")
+    release = summary["release"]
+    role = "champion: served" if release["publish"] else "challenger: not served (shadow / split, or `recsys promote`)"
+    print(f"model: {registration['model']} v{registration['version']}")
+    print(f"version {Path(summary['version']).name} in namespace '{summary['namespace']}' is the {role}")
+    print(f"release decision: {release['reason']}")
     if summary.get("bento"):
         print(
             f"bento: {summary['bento']}  (BENTOML_HOME={os.environ.get('BENTOML_HOME')}; `bentoml serve {summary['bento']}`)"
@@ -96,7 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline = commands.add_parser("pipeline", help="run the whole pipeline flow and publish a version")
     pipeline.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
     pipeline.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
+    pipeline.add_argument("--force", action="store_true", help="publish even if it does not beat the champion")
     pipeline.set_defaults(handler=command_pipeline)
+    for name, text in (("promote", "make the namespace's challenger its champion (served)"),
+                       ("rollback", "serve the version the champion replaced")):  # fmt: skip
+        release = commands.add_parser(name, help=text)
+        release.add_argument("--namespace", default=None, help="default: RECSYS_NAMESPACE, else the only one")
+        release.add_argument("--reason", default="", help="recorded in the release history")
+        release.set_defaults(handler=command_release)
+    releases = commands.add_parser("releases", help="the namespace's champion, challenger, previous and history")
+    releases.add_argument("--namespace", default=None, help="default: RECSYS_NAMESPACE, else the only one")
+    releases.add_argument("--last", type=int, default=20, help="history entries shown")
+    releases.set_defaults(handler=command_releases)
     quality = commands.add_parser("quality", help="write the README's quality tables from evaluation.json reports")
     quality.add_argument("reports", type=Path, nargs="*", help="evaluation.json files (default: newest per dataset)")
     quality.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from models.files import ArtifactError
 from models.settings import Settings
 
 CACHED: dict[str, Any] = {
@@ -22,7 +23,16 @@ CACHED: dict[str, Any] = {
 }
 """Tasks whose result depends only on their inputs and code: a re-run with the same inputs skips them."""
 
-IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2}
+DETERMINISTIC_ERRORS = (ValueError, TypeError, KeyError, ArtifactError)
+"""Invalid data, a missing or corrupt artifact, a bug: the same input fails the same way on every try."""
+
+
+def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry what a second try may fix (I/O), never a deterministic error."""
+    return not isinstance(getattr(state, "data", None), DETERMINISTIC_ERRORS)
+
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": transient_failure}
 
 
 def work_key(*parts: Any) -> str:
@@ -34,7 +44,8 @@ def work_key(*parts: Any) -> str:
 RUNTIME_ONLY = frozenset({
     "state_dir", "dask_address", "threads", "reload_interval_seconds", "online_store", "redis_url", "build_bento",
     "registered_model", "embedding_shard_size", "live_poll_seconds", "impressions_flush_rows",
-    "impressions_flush_seconds", "impressions_retention_days",
+    "impressions_flush_seconds", "impressions_retention_days", "namespace", "release_min_gain", "release_gate_users",
+    "challenger_mode", "challenger_share", "admin_token", "max_body_bytes", "host",
 })  # fmt: skip
 """Settings that change where or how fast a step runs, never what it computes."""
 

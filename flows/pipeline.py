@@ -1,7 +1,8 @@
 """The parent flow: data → validation → stage 1 → features → re-ranker → evaluation → publish.
 
-Each child step caches on its inputs, so a re-run after a failure resumes where it stopped; publishing switches the
-served version only after the new one loads and serves, so a failed run leaves the previous version in place.
+Each child step caches on its inputs, so a re-run after a failure resumes where it stopped. Publishing switches the
+served version only when the new one beats the champion on the validation cut (or is forced) and after it loaded
+and ranked known users through the online store; otherwise it is stored as the namespace's challenger.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from prefect import flow, task
 from flows.common import IO_RETRIES, code_version, link_tree
 from flows.features import SNAPSHOT_FILE, features_flow, materialize_snapshot
 from flows.memory import StageLog
+from flows.registry import sync_champion_alias
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
 from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset, stage1_flow
 from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
+from models.features.store import open_store
 from models.live.ingest import ingest_log, read_live_log, read_live_marker, write_live_marker
 from models.ranking.rules import RulesConfig
-from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, smoke_test
+from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, known_user_gate, smoke_test
 from models.recommender.versions import VersionStore
 from models.settings import Settings
 from models.training.steps import RANKER_SECTION, SPEC_FILE, STAGE1_FILE
@@ -43,9 +46,11 @@ def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
 
 @task
 def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any],
-                    fingerprint: str, settings: Settings) -> str:  # fmt: skip
-    """Assemble the version folder (stage 1, item table and catalogue, ranker), then publish it after its smoke test
-    passed; the version being served is untouched until then."""
+                    release: dict[str, Any], registration: dict[str, Any], fingerprint: str,
+                    settings: Settings) -> str:  # fmt: skip
+    """Assemble the version folder (stage 1, item table and catalogue, ranker), check it (it loads, and known users
+    rank the same through the online store as from the offline snapshot), then make it the champion — or the
+    challenger, as the release decision says. What is served is untouched until then."""
     dataset = Path(dataset_dir).name
     store = VersionStore(settings.versions_dir)
     store.clean_staging()
@@ -63,7 +68,8 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         snapshot = json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())
         builder.add_section("features", {"item_table": ITEM_TABLE, "catalog": CATALOG_TABLE, "spec": spec,
                                          "feature_service": FEATURE_SERVICE, "snapshot_time": snapshot["snapshot_time"],
-                                         "store": {"dataset": dataset, "online_store": settings.online_store}})  # fmt: skip
+                                         "store": {"dataset": dataset, "namespace": settings.namespace,
+                                                   "online_store": settings.online_store}})  # fmt: skip
         (builder.path / "ranker").mkdir()
         (builder.path / "ranker" / "ranker.txt").hardlink_to(Path(ranker_dir) / "ranker.txt")
         section = json.loads((Path(ranker_dir) / RANKER_SECTION).read_text())
@@ -71,13 +77,24 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("k_candidates", int(report["k_candidates"]))
         builder.add_section("evaluation", {"methods": report["methods"], "stage1_recall": report["stage1_recall"]})
         builder.add_section("live", read_live_marker(Path(dataset_dir)))
+        builder.add_section("release", release)
+        builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
+        users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
 
-        def gate_then_materialize(path: Path) -> None:
-            smoke_test(path, RulesConfig.from_settings(settings))
+        def gate(path: Path) -> None:
+            rules = RulesConfig.from_settings(settings)
+            smoke_test(path, rules)
             materialize_snapshot(snapshot_dir, dataset, settings)
+            checked = known_user_gate(path, rules, open_store(settings, dataset), users, settings.release_gate_users,
+                                      settings.seed)  # fmt: skip
+            print(f"publish gate: {checked['users']} known users ranked the same online as offline")
 
-        return str(store.publish(builder, extra, check=gate_then_materialize))
+        published = store.publish(builder, extra, check=gate, as_champion=bool(release["publish"]),
+                                  reason=str(release["reason"]))  # fmt: skip
+        role = "champion (served)" if release["publish"] else "challenger (not served: shadow or split only)"
+        print(f"version {published.name} is the {role}: {release['reason']}")
+        return str(published)
     except BaseException:
         store.discard(builder)
         raise
@@ -96,28 +113,42 @@ def build_bento(version: str, settings: Settings) -> str:
     return str(bento.tag)
 
 
+@task
+def move_registry_alias(settings: Settings) -> str:
+    """The registry follows what is served: ``champion`` names the model of ``current``, ``challenger`` that of
+    the challenger (a promote or rollback done by a service since the last run is caught up here too)."""
+    synced = sync_champion_alias(settings, VersionStore(settings.versions_dir))
+    print(f"registry: {synced}")
+    return synced
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[str, Any]:
-    """The whole offline pipeline for one dataset; returns a summary with per-stage times."""
+def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bool = False) -> dict[str, Any]:
+    """The whole offline pipeline for one dataset; returns a summary with per-stage times. ``force``: publish even
+    when the new version does not beat the champion."""
     code_version()  # the code this run measures, as it is now
     log = StageLog()
     with log.stage("data"):
         dataset_dir = prepare_dataset(kind, data_dir, settings)
         fingerprint = fingerprint_dataset(dataset_dir)
+    settings = settings.for_dataset(Path(dataset_dir).name)  # the namespace this run publishes to
     with log.stage("stage1"):
         stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings)
     with log.stage("features"):
         features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
     with log.stage("reranker"):
-        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["tuning"], settings)
+        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["tuning"], settings, force)
     with log.stage("serving_stage1"):
         config = json.loads((Path(reranker["ranker_dir"]) / STAGE1_FILE).read_text())
         stage1_dir = build_serving_stage1(dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
+        release = reranker["release"]
+        registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
         version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
-                                  reranker["report"], fingerprint, settings)  # fmt: skip
+                                  reranker["report"], release, registration, fingerprint, settings)  # fmt: skip
+        move_registry_alias(settings)
     bento = None
-    if settings.build_bento:
+    if settings.build_bento and release["publish"]:
         with log.stage("bento"):
             bento = build_bento(version, settings)
     return {
@@ -133,4 +164,6 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings) -> dict[s
         "k_candidates": reranker["report"]["k_candidates"],
         "report_path": reranker["report_path"],
         "registration": reranker["registration"],
+        "namespace": settings.namespace,
+        "release": release,
     }

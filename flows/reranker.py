@@ -1,5 +1,6 @@
 """Re-ranker flow: training set from stage-1 candidates → LightGBM LambdaRank → joint evaluation and K sizing →
-MLflow run, registry, and the ``champion`` alias (moved only when the new model wins on the same evaluation)."""
+the release decision against the champion (the namespace's served version, on the validation cut) → MLflow run and
+registry. The ``champion`` alias moves when the version is published (flows/pipeline.py), not here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
@@ -21,11 +21,14 @@ from flows.features import apply_definitions
 from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure, recall_curve_figure
 from models.data.tables import load_saved_dataset
 from models.evaluation.offline import evaluation_step
-from models.files import write_json
+from models.evaluation.release import release_decision
+from models.features.spec import FeatureSpec
+from models.files import ArtifactError, write_json
 from models.live.impressions import impressions_dir, read_impressions
 from models.live.ingest import read_live_log
 from models.live.log import EVENT
 from models.ranking.ranker import Ranker
+from models.recommender.versions import CURRENT, VersionStore, read_manifest
 from models.settings import Settings
 from models.training.impressions import LoggedLists
 from models.training.steps import RANKER_SECTION, load_ranker, train_step, training_step, validation_ndcg
@@ -34,8 +37,9 @@ DONE = "done.json"
 
 
 def registered_model_name(settings: Settings, dataset: str) -> str:
-    """One registered model per dataset: the demo's is ``reranker``; others get the dataset as suffix."""
-    return settings.registered_model if dataset == "demo" else f"{settings.registered_model}-{slug(dataset)}"
+    """One registered model per namespace: the demo's is ``reranker``; others get the namespace as suffix."""
+    namespace = settings.deployment(dataset)
+    return settings.registered_model if namespace == "demo" else f"{settings.registered_model}-{slug(namespace)}"
 
 
 @task(**CACHED)
@@ -57,7 +61,7 @@ def build_training_set(
 
 def logged_lists(settings: Settings, dataset: str) -> LoggedLists:
     """The impressions the service logged for ``dataset`` and the events of its live log (with their request ids)."""
-    shown, names = read_impressions(impressions_dir(settings.state_dir, dataset))
+    shown, names = read_impressions(impressions_dir(settings, dataset))
     records = read_live_log(settings, dataset)
     events = pd.DataFrame([record.body for record in records if record.kind == EVENT])
     return LoggedLists(shown, names, events, settings.impression_attribution_hours * 3600.0)
@@ -72,28 +76,35 @@ def train_reranker(training_dir: str, config: dict[str, Any], settings: Settings
     return str(out)
 
 
-def champion_ranker(name: str) -> tuple[Ranker | None, str | None]:
-    """The registered champion as a Ranker, if there is one."""
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+def served_champion(settings: Settings) -> tuple[str | None, Ranker | None]:
+    """The namespace's champion — the version ``current`` names, which is what is served — and its re-ranker
+    (None when it cannot be loaded: then it cannot be compared, which never counts as a win)."""
+    current = VersionStore(settings.versions_dir).pointed(CURRENT)
+    if current is None:
         return None, None
-    booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
-    return Ranker(booster, booster.feature_name(), [], booster.current_iteration()), str(version.version)
+    try:
+        manifest = read_manifest(current)
+        spec = FeatureSpec.from_json(manifest["features"]["spec"])
+        return str(manifest["version"]), Ranker.load(current / "ranker", manifest["ranker"], spec.names)
+    except (ArtifactError, KeyError, ValueError) as error:
+        print(f"champion {current.name} cannot be loaded for the comparison: {error}")
+        return current.name, None
 
 
 @task
-def compare_with_champion(training_dir: str, ranker_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
-    """The champion's NDCG@10 on the same validation users and candidates as the new ranker's out-of-fold figure."""
-    configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
-    champion, version = champion_ranker(registered_model_name(settings, dataset))
+def compare_with_champion(training_dir: str, ranker_dir: str, settings: Settings, force: bool) -> dict[str, Any]:
+    """The release decision: the new ranker's out-of-fold NDCG@10 per validation user against the champion's on the
+    same users and candidates, with a paired interval (models/evaluation/release.py)."""
+    champion_version, champion = served_champion(settings)
     section = json.loads((Path(ranker_dir) / RANKER_SECTION).read_text())
-    comparison: dict[str, Any] = {"champion_version": version, "validation_ndcg@10": section["validation_ndcg"]}
-    if champion is not None:
-        scores = validation_ndcg(Path(training_dir), champion, int(section["k_candidates"]))
-        comparison["champion_validation_ndcg@10"] = float(scores.mean()) if scores is not None else None
-    return comparison
+    new = np.load(Path(ranker_dir) / "validation_per_user.npy")
+    scores = validation_ndcg(Path(training_dir), champion, int(section["k_candidates"])) if champion else None
+    decision = release_decision(new, scores, settings.release_min_gain, has_champion=champion_version is not None,
+                                force=force, seed=settings.seed)  # fmt: skip
+    print(f"release decision: {'publish' if decision.publish else 'challenger'} — {decision.reason}")
+    return {"champion_version": champion_version, "validation_ndcg@10": section["validation_ndcg"],
+            "champion_validation_ndcg@10": float(scores.mean()) if scores is not None else None,
+            "decision": decision.as_dict()}  # fmt: skip
 
 
 @task(**CACHED)
@@ -150,13 +161,12 @@ def log_and_register(
         version = info.registered_model_version
         new_ndcg = comparison["validation_ndcg@10"]
         old_ndcg = comparison.get("champion_validation_ndcg@10")
-        promoted = old_ndcg is None or new_ndcg > old_ndcg
-        client = MlflowClient()
-        client.set_model_version_tag(name, str(version), "validation_ndcg_at_10", f"{new_ndcg:.5f}")
-        if promoted:
-            client.set_registered_model_alias(name, "champion", str(version))
-        mlflow.set_tags({"champion": str(promoted), "compared_with_champion_validation_ndcg": str(old_ndcg)})
-        return {"run_id": run.info.run_id, "model": name, "version": str(version), "promoted": promoted,
+        decision = comparison["decision"]
+        MlflowClient().set_model_version_tag(name, str(version), "validation_ndcg_at_10", f"{new_ndcg:.5f}")
+        mlflow.set_tags({"release": "publish" if decision["publish"] else "challenger",
+                         "release_reason": decision["reason"][:5000],
+                         "compared_with_champion_validation_ndcg": str(old_ndcg)})  # fmt: skip
+        return {"run_id": run.info.run_id, "model": name, "version": str(version), "promoted": decision["publish"],
                 "champion_validation_ndcg@10": old_ndcg, "validation_ndcg@10": new_ndcg}  # fmt: skip
 
 
@@ -184,8 +194,9 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
 
 @flow(name="reranker", log_prints=True)
 def reranker_flow(
-    dataset_dir: str, fingerprint: str, vectors_path: str, tuning: dict[str, Any], settings: Settings
-) -> dict[str, Any]:
+    dataset_dir: str, fingerprint: str, vectors_path: str, tuning: dict[str, Any], settings: Settings,
+    force: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Build the training set on the validation cut, cross-validate K and train, evaluate once on test against the
     tuned peers, compare with the champion on validation, log and register."""
     config = settings_key(settings)
@@ -195,7 +206,7 @@ def reranker_flow(
     report["tuning"] = {k: tuning[k] for k in ("params", "validation_ndcg@10", "trials", "seconds")}
     report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")}
                                for name, by_k in report["stage1_recall_all_k"].items()}  # fmt: skip
-    comparison = compare_with_champion(training_dir, ranker_dir, report["dataset"], settings)
+    comparison = compare_with_champion(training_dir, ranker_dir, settings, force)
     report["champion"] = comparison
     registration = log_and_register(report, comparison, training_dir, ranker_dir, fingerprint, settings)
     table = evaluation_table(report)
@@ -205,4 +216,4 @@ def reranker_flow(
     path = write_report(report, settings, registration["run_id"])
     print(f"evaluation report: {path}")
     return {"report": report, "report_path": str(path), "ranker_dir": ranker_dir, "training_dir": training_dir,
-            "registration": registration}  # fmt: skip
+            "registration": registration, "release": comparison["decision"]}  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +177,39 @@ class Settings(BaseSettings):
         default=24.0, gt=0, description="An event without a request_id is credited to a list shown this recently."
     )
 
+    namespace: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="The deployment: its own published versions, online store, live log, impressions and registered "
+        "model. A pipeline publishes to it (default: the dataset's name); a service serves it (default: the only "
+        "one published).",
+    )
+    release_min_gain: float = Field(
+        default=0.0,
+        ge=-1,
+        description="A new version is served only when the low end of the paired 95 % interval of its validation "
+        "NDCG@10 over the champion's, minus 1, is above this (0: a significant gain; -0.01: not worse than 1 %); "
+        "otherwise it is kept as the challenger. `--force` publishes anyway.",
+    )
+    release_gate_users: int = Field(
+        default=20, gt=0, description="Known users the publish gate ranks through the full path (online store)."
+    )
+    challenger_mode: Literal["off", "shadow", "split"] = Field(
+        default="off",
+        description="Serve the challenger beside the champion: 'shadow' scores every request with both and answers "
+        "the champion's list; 'split' answers a stable share of users with the challenger's.",
+    )
+    challenger_share: float = Field(
+        default=0.1, ge=0, le=1, description="Split mode: the share of users (by a stable hash) the challenger serves."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the endpoints that change the service (/reload, /promote, /rollback, /events, "
+        "/items); unset: they answer 403.",
+    )
+    max_body_bytes: int = Field(default=1 << 20, gt=0, description="Larger request bodies are refused with 413.")
+    host: str = Field(default="127.0.0.1", description="Address the service binds (scripts/serve.sh).")
+
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Feast online store backend.")
     redis_url: str = Field(default="localhost:6379", description="Redis connection string when online_store=redis.")
 
@@ -194,9 +227,24 @@ class Settings(BaseSettings):
         return self.state_dir / "mlflow"
 
     @property
-    def versions_dir(self) -> Path:
-        """Published versions and the ``current`` pointer."""
+    def versions_root(self) -> Path:
+        """One folder of published versions per namespace."""
         return self.state_dir / "versions"
+
+    @property
+    def versions_dir(self) -> Path:
+        """The namespace's published versions and its ``current``, ``challenger`` and ``previous`` pointers."""
+        if self.namespace is None:
+            raise ValueError("no namespace chosen: set RECSYS_NAMESPACE (the pipeline uses the dataset's name)")
+        return self.versions_root / self.namespace
+
+    def deployment(self, dataset: str) -> str:
+        """The namespace of ``dataset``'s state: the one set, else the dataset's name."""
+        return self.namespace or dataset
+
+    def for_dataset(self, dataset: str) -> Settings:
+        """These settings with the namespace resolved for ``dataset`` (how the pipeline and tools address it)."""
+        return self.model_copy(update={"namespace": self.deployment(dataset)})
 
     @property
     def cache_dir(self) -> Path:

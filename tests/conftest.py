@@ -73,7 +73,8 @@ def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
     from flows.pipeline import pipeline_flow
 
     settings = small_settings(tmp_path_factory.mktemp("published-state"))
-    return settings, pipeline_flow("demo", None, settings)
+    summary = pipeline_flow("demo", None, settings)
+    return settings.for_dataset("demo"), summary
 
 
 @pytest.fixture

@@ -40,8 +40,8 @@ REPO_PATH = PROJECT_ROOT / "feature_repo"
 
 
 def store_dir(settings: Settings, dataset: str) -> Path:
-    """One Feast store per dataset: registry, SQLite online store and parquet snapshots."""
-    return (settings.feast_dir / dataset).resolve()
+    """One Feast store per namespace (default: per dataset): registry, SQLite online store and parquet snapshots."""
+    return (settings.feast_dir / settings.deployment(dataset)).resolve()
 
 
 def feature_data_dir(settings: Settings, dataset: str) -> Path:
@@ -56,7 +56,7 @@ def repo_config(settings: Settings, dataset: str) -> RepoConfig:
     else:
         online = SqliteOnlineStoreConfig(path=str(feast_dir / "online_store.db"))
     return RepoConfig(
-        project=_project_name(dataset),
+        project=_project_name(settings.deployment(dataset)),  # Redis keys are per project
         provider="local",
         registry=RegistryConfig(path=str(feast_dir / "registry.db"), cache_ttl_seconds=60),
         online_store=online,

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.data.clock import DAY_SECONDS
+from models.settings import Settings
 
 PARTITION_PREFIX = "date="
 FEATURE_NAMES_KEY = b"feature_names"
@@ -40,6 +41,7 @@ SCHEMA = pa.schema(
         ("version", pa.string()),
         ("endpoint", pa.string()),
         ("variant", pa.string()),
+        ("latency_ms", pa.float64()),
         ("rank", pa.int32()),
         ("item_id", pa.string()),
         ("score", pa.float64()),
@@ -66,10 +68,18 @@ class ShownList:
     features: np.ndarray | None
     """(len(item_ids) x n_features) or None when the list was not re-ranked."""
     variant: str = "champion"
+    """``champion`` or ``challenger`` (the list the user saw), or ``shadow`` (scored beside it, not shown)."""
+    latency_ms: float = float("nan")
+    """Time the service took to produce this list."""
 
 
-def impressions_dir(state_dir: Path, dataset: str) -> Path:
-    return state_dir / "impressions" / dataset
+SHADOW = "shadow"
+"""Lists scored in shadow mode are kept apart (``<impressions>/shadow/``): nobody saw them, so they never train."""
+
+
+def impressions_dir(settings: Settings, dataset: str) -> Path:
+    """The namespace's impressions (one namespace per dataset unless named)."""
+    return settings.state_dir / "impressions" / settings.deployment(dataset)
 
 
 class ImpressionLog:
@@ -91,7 +101,8 @@ class ImpressionLog:
         rows = [
             {
                 "request_id": shown.request_id, "served_at": now, "as_of": shown.as_of, "user_id": shown.user_id,
-                "version": shown.version, "endpoint": shown.endpoint, "variant": shown.variant, "rank": rank,
+                "version": shown.version, "endpoint": shown.endpoint, "variant": shown.variant,
+                "latency_ms": float(shown.latency_ms), "rank": rank,
                 "item_id": item, "score": float(score), "sources": list(sources),
                 "features": shown.features[rank].tolist() if shown.features is not None else [],
             }

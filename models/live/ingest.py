@@ -36,7 +36,7 @@ def read_live_log(settings: Settings, dataset: str) -> list[Record]:
     """Every record of the dataset's live log, wherever the settings keep it."""
     if settings.online_store == "redis":
         return read_all(open_log(settings, dataset))
-    return read_log(log_path(settings.state_dir, dataset))
+    return read_log(log_path(settings.state_dir, settings.deployment(dataset)))
 
 
 def read_all(log: LiveLog) -> list[Record]:

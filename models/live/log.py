@@ -184,5 +184,5 @@ class RedisStreamLog:
 def open_log(settings: Settings, dataset: str) -> LiveLog:
     """The dataset's live log: a Redis stream when Redis is configured, else the SQLite file in the state folder."""
     if settings.online_store == "redis":
-        return RedisStreamLog(settings.redis_url, dataset)
-    return EventLog(log_path(settings.state_dir, dataset))
+        return RedisStreamLog(settings.redis_url, settings.deployment(dataset))
+    return EventLog(log_path(settings.state_dir, settings.deployment(dataset)))

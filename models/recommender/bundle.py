@@ -15,7 +15,8 @@ import pandas as pd
 
 from models.data import columns as C
 from models.features.snapshots import ItemTags
-from models.features.spec import FeatureSpec
+from models.features.spec import USER_FEATURES, USER_SEEN_ITEMS, FeatureSpec
+from models.features.store import online_user_row, user_feature_refs
 from models.files import ArtifactError
 from models.ranking.ranker import Ranker
 from models.ranking.rules import Catalog, RulesConfig
@@ -81,3 +82,35 @@ def smoke_test(version_dir: Path, rules: RulesConfig) -> None:
     similar = recommender.similar(str(recommender.catalog.item_ids[0]), 5, as_of=as_of)
     if not similar:
         raise ArtifactError(f"{version_dir}: smoke test found no similar items")
+
+
+def known_user_gate(
+    version_dir: Path, rules: RulesConfig, store: Any, snapshot_users: pd.DataFrame, users: int, seed: int
+) -> dict[str, Any]:  # fmt: skip
+    """Rank real known users through the full serving path — user features from the online store, stage 1, the
+    re-ranker, the rules — and compare each list and its scores with the same request built from the offline
+    snapshot the store was loaded from. Raises ArtifactError naming the first user whose list is a fallback, is not
+    re-ranked, or differs (a stale or mismatched online store, feature definitions that drifted from the ranker's)."""
+    recommender, manifest = load_recommender(version_dir, rules)
+    as_of = pd.Timestamp(manifest["features"]["snapshot_time"]).value / 1e9
+    known = snapshot_users[snapshot_users[USER_SEEN_ITEMS].map(len) > 0]
+    chosen = known.sample(n=min(users, len(known)), random_state=seed) if len(known) else known
+    refs = user_feature_refs(store)
+    spread = []
+    for row in chosen.to_dict("records"):
+        user = str(row[C.USER_ID])
+        request = Request(user_id=user, k=10, as_of=as_of)
+        served = recommender.recommend(request, online_user_row(store, user, refs))
+        offline = recommender.recommend(request, {name: row[name] for name in (C.USER_ID, *USER_FEATURES)})
+        if served.fallback or served.degraded or served.features is None:
+            raise ArtifactError(f"{version_dir}: publish gate: known user '{user}' was not re-ranked through the "
+                                f"online store (fallback={served.fallback}, degraded={served.degraded})")  # fmt: skip
+        got = [(i.item_id, round(i.score, 5)) for i in served.items]
+        expected = [(i.item_id, round(i.score, 5)) for i in offline.items]
+        if got != expected:
+            raise ArtifactError(f"{version_dir}: publish gate: user '{user}' gets {got[:3]}... from the online "
+                                f"store but {expected[:3]}... from the offline snapshot")  # fmt: skip
+        spread.append(float(np.ptp([i.score for i in served.items])) if served.items else 0.0)
+    if spread and max(spread) == 0.0:
+        raise ArtifactError(f"{version_dir}: publish gate: the re-ranker gives every candidate the same score")
+    return {"users": len(spread), "as_of": as_of}

@@ -7,11 +7,13 @@ version or the new one, never a half-written one, and a failed build never touch
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,12 @@ from models.files import ArtifactError, sha256_file
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
+CHALLENGER = "challenger"
+"""A version that passed its checks but did not beat the champion (``current``): served only in shadow or split."""
+PREVIOUS = "previous"
+"""The version ``current`` pointed at before its last move: what ``rollback`` returns to."""
+RELEASES = "releases.jsonl"
+"""Every pointer move (publish, challenger, promote, rollback) with its time and reason: the namespace's history."""
 STAGING_PREFIX = ".staging-"
 STATE_MODEL = "recsys-state"
 """The BentoML model a bento carries the published version in (packed by flows/package.py, read by the service)."""
@@ -81,9 +89,12 @@ class VersionStore:
         builder: VersionBuilder,
         extra: dict[str, Any] | None = None,
         check: Callable[[Path], object] | None = None,
+        as_champion: bool = True,
+        reason: str = "",
     ) -> Path:
         """Write the manifest, verify it (and run ``check`` on the folder, e.g. a load-and-serve smoke test), move
-        the version into place and point ``current`` at it. A failing check leaves ``current`` untouched."""
+        the version into place and point ``current`` (or, when it is not to be the champion, ``challenger``) at it.
+        A failing check leaves every pointer untouched."""
         manifest = {
             "version": builder.version,
             "created_at": datetime.now(UTC).isoformat(),
@@ -97,10 +108,63 @@ class VersionStore:
             check(builder.path)
         final = self.root / builder.version
         builder.path.rename(final)
-        pointer = self.root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
-        pointer.symlink_to(builder.version)
-        os.replace(pointer, self.root / CURRENT)
+        if as_champion:
+            self._make_current(builder.version, "publish", reason)
+        else:
+            self._point(CHALLENGER, builder.version)
+            self._record("challenger", builder.version, reason)
         return final
+
+    def promote(self, reason: str = "") -> str:
+        """Make the challenger the champion (``current``); the old champion becomes ``previous``."""
+        challenger = self.pointed(CHALLENGER)
+        if challenger is None:
+            raise ArtifactError(f"{self.root}: no challenger to promote")
+        self._make_current(challenger.name, "promote", reason)
+        (self.root / CHALLENGER).unlink(missing_ok=True)
+        return challenger.name
+
+    def rollback(self, reason: str = "") -> str:
+        """Point ``current`` back at ``previous`` (the version it replaced); a second rollback undoes the first."""
+        previous = self.pointed(PREVIOUS)
+        if previous is None:
+            raise ArtifactError(f"{self.root}: no previous version to roll back to")
+        self._make_current(previous.name, "rollback", reason)
+        return previous.name
+
+    def pointed(self, name: str) -> Path | None:
+        """The version folder a pointer (``current``, ``challenger``, ``previous``) names, if it exists."""
+        pointer = self.root / name
+        return pointer.resolve() if pointer.exists() else None
+
+    def releases(self) -> list[dict[str, Any]]:
+        path = self.root / RELEASES
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+    def _make_current(self, version: str, action: str, reason: str) -> None:
+        with self._locked():  # two workers (or a worker and a pipeline) moving pointers at once keep a sane history
+            old = self.pointed(CURRENT)
+            if old is not None and old.name != version:
+                self._point(PREVIOUS, old.name)
+            self._point(CURRENT, version)
+            self._record(action, version, reason)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _point(self, name: str, version: str) -> None:
+        """Swap a pointer with one ``os.replace``: readers see the old target or the new one, never none."""
+        pointer = self.root / f".{name}-{uuid.uuid4().hex[:8]}"
+        pointer.symlink_to(version)
+        os.replace(pointer, self.root / name)
+
+    def _record(self, action: str, version: str, reason: str) -> None:
+        entry = {"at": datetime.now(UTC).isoformat(), "action": action, "version": version, "reason": reason}
+        with (self.root / RELEASES).open("a") as out:
+            out.write(json.dumps(entry) + "\n")
 
     def discard(self, builder: VersionBuilder) -> None:
         shutil.rmtree(builder.path, ignore_errors=True)
@@ -150,3 +214,24 @@ def verify_version(folder: Path) -> dict[str, Any]:
         if actual != expected:
             raise ArtifactError(f"{path}: checksum mismatch (manifest {expected[:12]}…, file {actual[:12]}…)")
     return manifest
+
+
+def published_namespaces(versions_root: Path) -> list[str]:
+    """The namespaces under ``versions_root`` that have a champion."""
+    if not versions_root.exists():
+        return []
+    return sorted(p.name for p in versions_root.iterdir() if (p / CURRENT).exists())
+
+
+def choose_namespace(versions_root: Path, namespace: str | None) -> str:
+    """``namespace`` when given, else the only published one; the error lists what there is to choose from."""
+    if namespace:
+        return namespace
+    names = published_namespaces(versions_root)
+    if len(names) == 1:
+        return names[0]
+    if (versions_root / CURRENT).exists():
+        raise ArtifactError(f"{versions_root / CURRENT}: a state folder from before namespaces (one per dataset): "
+                            "run the pipeline again to publish under versions/<dataset>/")  # fmt: skip
+    found = f"several namespaces ({', '.join(names)})" if names else "no published version (run the pipeline first)"
+    raise ArtifactError(f"{versions_root}: {found}: set RECSYS_NAMESPACE")
