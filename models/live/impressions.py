@@ -15,10 +15,10 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,6 @@ class ImpressionLog:
         self._rows: list[dict[str, Any]] = []
         self._oldest = 0.0
         self._lock = threading.Lock()
-        self._files = count()
 
     def record(self, shown: ShownList) -> None:
         """Add one served list to the buffer (cheap: the request does not wait for a write)."""
@@ -127,10 +126,12 @@ class ImpressionLog:
             return []
         frame = pd.DataFrame(rows)
         written = []
-        for day, part in frame.groupby(_dates(frame["as_of"].to_numpy())):
+        days = pd.Series(_dates(frame["as_of"].to_numpy()), index=frame.index)  # a Series: one key even for one row
+        for day, part in frame.groupby(days):
             folder = self.root / f"{PARTITION_PREFIX}{day}"
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{int(time.time() * 1000)}-{os.getpid()}-{next(self._files)}.parquet"
+            # unique across the logs of one process (champion and challenger write to the same folder)
+            path = folder / f"{int(time.time() * 1000)}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
             table = pa.Table.from_pandas(part.reset_index(drop=True), schema=SCHEMA, preserve_index=False)
             metadata = {**(table.schema.metadata or {}), FEATURE_NAMES_KEY: "\t".join(self.feature_names).encode()}
             temporary = path.with_suffix(".tmp")

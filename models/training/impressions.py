@@ -26,6 +26,8 @@ def impression_labels(shown: pd.DataFrame, events: pd.DataFrame, window_seconds:
 
     ``shown``: request_id, user_id, item_id, as_of (unix seconds). ``events``: user_id, item_id, event_type,
     timestamp (unix seconds) and optionally request_id."""
+    if REQUEST_ID not in events:
+        events = events.assign(**{REQUEST_ID: None})
     grades = events[C.EVENT_TYPE].map(EVENT_GRADES).fillna(0).astype(int)
     positive = events.loc[grades > 0].assign(grade=grades[grades > 0])
     named = positive[REQUEST_ID].notna() if REQUEST_ID in positive else pd.Series(False, index=positive.index)
