@@ -1,19 +1,25 @@
 """The BentoML service: retrieval and ranking in one class (one process, no IPC between stages).
 
-It loads the current published version at start (readiness stays false until that version passed its checks),
-delegates every request to ``Recommender.recommend``, and swaps to a newly published version in the background
-(or on ``POST /reload``) without dropping requests; a version that fails its checks is refused.
+It serves one namespace (RECSYS_NAMESPACE, else the only one published): it loads the namespace's champion at start
+(readiness stays false until it passed its checks) and, in shadow or split mode, its challenger; delegates every
+request to the runtime (serving/runtime.py), and swaps to a newly published or promoted version in the background
+(or on ``POST /reload``, ``/promote``, ``/rollback``) without dropping requests; a version that fails its checks is
+refused. Endpoints that change the service need the admin token; bodies over the size limit get 413 unread; only a
+failing online store degrades requests — any other error is a 500 for that request, logged and counted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.files import ArtifactError
@@ -21,8 +27,14 @@ from models.ranking.rules import Filters
 from models.recommender.request import Result
 from models.recommender.versions import STATE_MODEL
 from models.settings import Settings
-from serving.middleware import ValidationErrorsAs422
+from serving.metrics import PrometheusMetrics
+from serving.middleware import AdminToken, BodyLimit, JsonNotFound, ValidationErrorsAs422
 from serving.runtime import RequestError, Runtime
+
+log = logging.getLogger(__name__)
+
+ADMIN_PATHS = frozenset({"/reload", "/promote", "/rollback", "/events", "/items"})
+"""Every endpoint that changes what the service serves or holds: they need the admin token."""
 
 
 class Context(BaseModel):
@@ -55,6 +67,7 @@ class Item(BaseModel):
 
 class Recommendations(BaseModel):
     version: str
+    variant: str = Field(description="Which arm answered: 'champion', or 'challenger' (split mode).")
     request_id: str = Field(description="Names this list in the impression log; events can name it back (their "
                             "request_id).")  # fmt: skip
     items: list[Item]
@@ -63,12 +76,12 @@ class Recommendations(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-def _response(version: str, result: Result) -> Recommendations:
+def _response(version: str, result: Result, variant: str = "champion") -> Recommendations:
     items = [Item(item_id=i.item_id, score=round(i.score, 6), explanation=i.explanation) for i in result.items]
     timings = {k: round(v, 3) for k, v in result.timings_ms.items()}
     assert result.request_id is not None, "every served list is logged under a request id"
-    return Recommendations(version=version, request_id=result.request_id, items=items, fallback=result.fallback,
-                           degraded=result.degraded, timings_ms=timings)  # fmt: skip
+    return Recommendations(version=version, variant=variant, request_id=result.request_id, items=items,
+                           fallback=result.fallback, degraded=result.degraded, timings_ms=timings)  # fmt: skip
 
 
 K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
@@ -112,6 +125,9 @@ class ItemChange(BaseModel):
         return self
 
 
+Reason = Annotated[str, Field(max_length=1000, description="Recorded in the namespace's release history.")]
+
+
 class Accepted(BaseModel):
     accepted: int
     last_seq: int = Field(description="Sequence number of the last record in the durable log.")
@@ -147,7 +163,7 @@ class RecSys:
     def __init__(self) -> None:
         _threads()
         self.settings = _settings()
-        self.runtime = Runtime(self.settings)
+        self.runtime = Runtime(self.settings, metrics=PrometheusMetrics())
         self.runtime.start()
         self.runtime.watch(self.settings.reload_interval_seconds)
         self.runtime.tail(self.settings.live_poll_seconds)
@@ -158,6 +174,19 @@ class RecSys:
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
         self.runtime.close()
+
+    @contextmanager
+    def _counted(self, endpoint: str) -> Iterator[None]:
+        """A request error (4xx) passes as it is; anything else is a bug or a broken artifact: logged with its
+        traceback and counted, answered 500 for this request only — other users are served as before."""
+        try:
+            yield
+        except BentoMLException:
+            raise
+        except Exception:
+            log.exception("%s failed", endpoint)
+            self.runtime.metrics.failed(endpoint)
+            raise
 
     @bentoml.api
     def recommend(
@@ -171,24 +200,26 @@ class RecSys:
     ) -> Recommendations:
         """Personalised recommendations: retrieval from every stage-1 source, LightGBM re-ranking, business rules."""
         context = context or Context()
-        try:
-            loaded, result = self.runtime.recommend(
-                user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen, explain,
-                tuple(context.session_item_ids),
-            )  # fmt: skip
-        except RequestError as error:
-            raise _unprocessable(error) from error
-        return _response(loaded.version, result)
+        with self._counted("recommend"):
+            try:
+                loaded, result = self.runtime.recommend(
+                    user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen, explain,
+                    tuple(context.session_item_ids),
+                )  # fmt: skip
+            except RequestError as error:
+                raise _unprocessable(error) from error
+            return _response(loaded.version, result, loaded.role)
 
     @bentoml.api
     def similar(self, item_id: ID, k: K = 10, filters: RequestFilters | None = None) -> Recommendations:
         """Items similar to ``item_id`` (text and collaborative neighbours)."""
-        try:
-            loaded, result = self.runtime.similar(item_id, k, (filters or RequestFilters()).to_filters())
-        except KeyError as error:
-            version = self.runtime._current().version
-            raise NotFound(f"item_id '{item_id}' is not in the catalogue of version {version}") from error
-        return _response(loaded.version, result)
+        with self._counted("similar"):
+            try:
+                loaded, result = self.runtime.similar(item_id, k, (filters or RequestFilters()).to_filters())
+            except KeyError as error:
+                version = self.runtime.status()["version"]
+                raise NotFound(f"item_id '{item_id}' is not in the catalogue of version {version}") from error
+            return _response(loaded.version, result)
 
     @bentoml.api
     def search(
@@ -199,36 +230,68 @@ class RecSys:
         filters: RequestFilters | None = None,
     ) -> Recommendations:
         """Semantic search over item text, re-ranked for the user when ``user_id`` is given."""
-        loaded, result = self.runtime.search(query, k, user_id, (filters or RequestFilters()).to_filters())
-        return _response(loaded.version, result)
+        with self._counted("search"):
+            loaded, result = self.runtime.search(query, k, user_id, (filters or RequestFilters()).to_filters())
+            return _response(loaded.version, result)
 
     @bentoml.api
     def events(self, events: Annotated[list[Event], Field(min_length=1, max_length=1000)]) -> Accepted:
         """Interactions as they happen: durably logged before the answer, visible to the next request on every
         worker within a second (the items become seen, recent items and category shares move)."""
-        try:
-            return Accepted(**self.runtime.accept_events([e.model_dump() for e in events]))
-        except ValueError as error:
-            raise _unprocessable(error) from error
+        with self._counted("events"):
+            try:
+                return Accepted(**self.runtime.accept_events([e.model_dump() for e in events]))
+            except ValueError as error:
+                raise _unprocessable(error) from error
 
     @bentoml.api
     def items(self, items: Annotated[list[ItemChange], Field(min_length=1, max_length=1000)]) -> Accepted:
         """New items and price or stock changes: durably logged, then applied on every worker (a new item is embedded
         and indexed: search, similar items and recommendations can return it within seconds)."""
-        try:
-            return Accepted(**self.runtime.accept_item_changes([i.model_dump() for i in items]))
-        except ValueError as error:
-            raise _unprocessable(error) from error
+        with self._counted("items"):
+            try:
+                return Accepted(**self.runtime.accept_item_changes([i.model_dump() for i in items]))
+            except ValueError as error:
+                raise _unprocessable(error) from error
 
     @bentoml.api
     def reload(self) -> dict[str, Any]:
-        """Switch to the newest published version now (it is also picked up in the background)."""
+        """Switch to the newest published version now (it is also picked up in the background). Admin token."""
         return self.runtime.reload()
+
+    @bentoml.api
+    def promote(self, reason: Reason = "") -> dict[str, Any]:
+        """Make the namespace's challenger its champion, now on this worker, within the reload interval on the
+        others. Admin token."""
+        try:
+            return self.runtime.promote(reason)
+        except ArtifactError as error:
+            raise InvalidArgument(str(error), error_code=HTTPStatus.CONFLICT) from error
+
+    @bentoml.api
+    def rollback(self, reason: Reason = "") -> dict[str, Any]:
+        """Serve the version the champion replaced (a second rollback undoes the first). Admin token."""
+        try:
+            return self.runtime.rollback(reason)
+        except ArtifactError as error:
+            raise InvalidArgument(str(error), error_code=HTTPStatus.CONFLICT) from error
 
     @bentoml.api(route="/version")
     def version(self) -> dict[str, Any]:
-        """The version being served and why the last reload was refused, if it was."""
+        """The namespace, the version being served (and the challenger, its mode and share), and why the last
+        reload was refused, if it was."""
         return self.runtime.status()
 
 
-RecSys.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
+def _add_defences() -> None:
+    """From the environment at import (a bento reads the same): the body limit first (a huge body is refused
+    unread, token or not), then the admin token, then the JSON 404s and 422s."""
+    settings = Settings()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    RecSys.add_asgi_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[attr-defined]
+    RecSys.add_asgi_middleware(AdminToken, token=token, paths=ADMIN_PATHS)  # type: ignore[attr-defined]
+    RecSys.add_asgi_middleware(JsonNotFound)  # type: ignore[attr-defined]
+    RecSys.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
+
+
+_add_defences()
