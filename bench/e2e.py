@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import numpy as np
 
 from bench.common import load_reading, log, pct, ratio, timed_calls
 from models.settings import PROJECT_ROOT, Settings
+from serving.state import champion_pointer
 
 STAGES = ("user_features", "retrieval", "features", "model", "rules")
 GOALS = {"p50_ms": 10.0, "p99_ms": 25.0, "rps": 150.0}
@@ -39,7 +41,7 @@ def free_port() -> int:
 
 def known_users(state_dir: Path, count: int, seed: int = 5) -> list[str]:
     """Users the published version was trained on (their features are in the online store)."""
-    users = np.load(state_dir / "versions" / "current" / "stage1" / "ials" / "user_ids.npy", allow_pickle=False)
+    users = np.load(champion_pointer(state_dir) / "stage1" / "ials" / "user_ids.npy", allow_pickle=False)
     rng = np.random.default_rng(seed)
     return [str(u) for u in rng.choice(users, size=min(count, len(users)), replace=False)]
 
@@ -91,10 +93,16 @@ def in_process_subprocess(
     return dict(json.loads(out_file.read_text()))
 
 
+ADMIN_TOKEN = secrets.token_urlsafe(16)
+"""The admin token of the servers a benchmark starts (``/events``, ``/items`` and ``/reload`` need it)."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def server_env(state_dir: Path) -> dict[str, str]:
-    """The parent's environment without RECSYS_* / BENTOML_HOME, pointed at ``state_dir``."""
+    """The parent's environment without RECSYS_* / BENTOML_HOME, pointed at ``state_dir``, with this run's token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") and k != "BENTOML_HOME"}
-    env.update({"RECSYS_STATE_DIR": str(state_dir), "BENTOML_HOME": str(state_dir / "bentoml"), "HF_HUB_OFFLINE": "1"})
+    env.update({"RECSYS_STATE_DIR": str(state_dir), "BENTOML_HOME": str(state_dir / "bentoml"), "HF_HUB_OFFLINE": "1",
+                "RECSYS_ADMIN_TOKEN": ADMIN_TOKEN})  # fmt: skip
     return env
 
 
@@ -266,7 +274,7 @@ def run_e2e(
     out: dict[str, Any] = {
         "goal": f"p50 <= {GOALS['p50_ms']:.0f} ms, p99 <= {GOALS['p99_ms']:.0f} ms, >= {GOALS['rps']:.0f} req/s, 0 errors",
         "state_dir": str(state_dir),
-        "version": os.readlink(state_dir / "versions" / "current"),
+        "version": os.readlink(champion_pointer(state_dir)),
     }
     ids, users_file = write_users(state_dir, out_dir, users)
     out["distinct_users"] = len(ids)

@@ -34,11 +34,12 @@ from models.live.ingest import read_live_log
 from models.live.log import EVENT
 from models.ranking.ranker import Ranker, RankerParams, train_ranker
 from models.ranking.rules import Filters
-from models.recommender.versions import CURRENT, VersionStore
+from models.recommender.versions import VersionStore, choose_namespace
 from models.settings import Settings
 from models.training.impressions import LoggedLists, concat_ranking_data
 from models.training.steps import load_training
 from serving.runtime import Runtime
+from serving.state import copy_serving_state
 
 FUNNEL = ("click", "add_to_cart", "purchase")
 BEGIN = "<!-- impressions:begin (written by `make simulate`; do not edit by hand) -->"
@@ -76,15 +77,11 @@ def simulate_events(world: DemoWorld, user: str, items: list[str], when: float, 
     return events
 
 
-def copy_serving_state(source: Settings, target: Path) -> Settings:
-    """The current version and the Feast store, so the simulation's log and impressions stay out of ``source``."""
+def simulation_state(source: Settings, target: Path) -> Settings:
+    """A serving copy of ``source``, so the simulation's log and impressions stay out of it."""
     if target.exists():
         shutil.rmtree(target)
-    current = VersionStore(source.versions_dir).current()
-    shutil.copytree(current, target / "versions" / current.name)
-    (target / "versions" / CURRENT).symlink_to(current.name)
-    shutil.copytree(source.feast_dir, target / "feast", ignore=shutil.ignore_patterns("*.parquet"))
-    return source.model_copy(update={"state_dir": target, "impressions_flush_rows": 10**9})
+    return copy_serving_state(source, target).model_copy(update={"impressions_flush_rows": 10**9})
 
 
 def newest_done(folder: Path) -> Path:
@@ -122,7 +119,7 @@ def rankers(source: Settings, sim: Settings, dataset: str) -> tuple[Ranker, Rank
     data, spec = load_training(newest_done(source.work_dir / "training_set"))
     manifest = json.loads((VersionStore(source.versions_dir).current() / "manifest.json").read_text())
     section = manifest["ranker"]
-    shown, names = read_impressions(impressions_dir(sim.state_dir, dataset))
+    shown, names = read_impressions(impressions_dir(sim, dataset))
     records = read_live_log(sim, dataset)
     events = pd.DataFrame([r.body for r in records if r.kind == EVENT])
     served = LoggedLists(shown, names, events, sim.impression_attribution_hours * 3600.0).groups(spec.names)
@@ -169,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=None, help="also write the table into this README's block")
     args = parser.parse_args(argv)
     source = Settings(state_dir=args.state)
+    source = source.model_copy(update={"namespace": choose_namespace(source.versions_root, source.namespace)})
     out = args.out or args.state / "bench" / "impressions"
     world = generate_demo_world(source.demo_items, source.demo_users, source.demo_interactions, source.seed)
-    sim = copy_serving_state(source, out / "state")
+    sim = simulation_state(source, out / "state")
     runtime = Runtime(sim)
     runtime.start()
     dataset = runtime._current().dataset

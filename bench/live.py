@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.common import load_reading, log, pct, ratio
-from bench.e2e import Server, load_run, running_server, write_users
+from bench.e2e import ADMIN_HEADERS, Server, load_run, running_server, write_users
 from models.live.log import log_path
 from models.settings import Settings
+from serving.state import champion_pointer
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 EVENT_WEIGHTS = (0.70, 0.20, 0.07, 0.03)
@@ -109,7 +110,7 @@ def _address(url: str) -> tuple[str, int]:
 
 def post(connection: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, bytes]:
     """One JSON POST on ``connection`` (reconnects by itself if the server closed it)."""
-    connection.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    connection.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json", **ADMIN_HEADERS})
     response = connection.getresponse()
     return response.status, response.read()
 
@@ -387,13 +388,14 @@ def rewind_log(path: Path, seq: int) -> int:
 
 def catalogue_items(state_dir: Path) -> list[str]:
     """Item ids of the published version's catalogue (what ``/events`` accepts)."""
-    ids = np.load(state_dir / "versions" / "current" / "stage1" / "item_ids.npy", allow_pickle=False)
+    ids = np.load(champion_pointer(state_dir) / "stage1" / "item_ids.npy", allow_pickle=False)
     return [str(i) for i in ids]
 
 
 def live_log(state_dir: Path) -> Path:
-    manifest = json.loads((state_dir / "versions" / "current" / "manifest.json").read_text())
-    return log_path(state_dir, manifest["features"]["store"]["dataset"])
+    manifest = json.loads((champion_pointer(state_dir) / "manifest.json").read_text())
+    store = manifest["features"]["store"]
+    return log_path(state_dir, store.get("namespace") or store["dataset"])
 
 
 # ---- the section -------------------------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ def run_live(state_dir: Path, out_dir: Path, plan: LivePlan, users: int = 5000) 
     items, path = catalogue_items(state_dir), live_log(state_dir)
     seq = last_seq(path)
     out: dict[str, Any] = {"plan": dict(plan.__dict__), "state_dir": str(state_dir), "workers": plan.workers,
-                           "version": os.readlink(state_dir / "versions" / "current"), "tail_interval_s": poll_s,
+                           "version": os.readlink(champion_pointer(state_dir)), "tail_interval_s": poll_s,
                            "distinct_users": len(ids), "items": len(items), "log_seq_before": seq}  # fmt: skip
     env = {"RECSYS_LIVE_POLL_SECONDS": str(poll_s)}
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 import pandas as pd
 
 from flows.quality import replace_block
+from serving.service import ADMIN_PATHS
 
 EXAMPLES = (
     "<!-- examples:begin (written by bench/readme_examples.py; do not edit by hand) -->",
@@ -33,9 +35,13 @@ class Console:
         self.url, self.catalog, self.lines = url.rstrip("/"), catalog, ["```console"]
 
     def post(self, path: str, body: dict[str, Any] | None = None, titles: bool = False) -> dict[str, Any]:
-        response = httpx.post(self.url + path, json=body, timeout=60)
+        admin = path in ADMIN_PATHS
+        token = os.environ.get("RECSYS_ADMIN_TOKEN", "")
+        response = httpx.post(self.url + path, json=body, timeout=60,
+                              headers={"Authorization": f"Bearer {token}"} if admin else {})  # fmt: skip
+        auth = ' -H "Authorization: Bearer $RECSYS_ADMIN_TOKEN"' if admin else ""
         data = f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
-        self.lines += [f"$ curl -s -X POST localhost:3000{path}{data}", response.text]
+        self.lines += [f"$ curl -s -X POST localhost:3000{path}{auth}{data}", response.text]
         answer = response.json()
         if titles and response.status_code == 200:
             self.lines.append(f"# HTTP 200: {', '.join(self.title(i['item_id']) for i in answer['items'])}")

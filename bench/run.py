@@ -29,6 +29,7 @@ from bench.machine import describe_machine
 from bench.report import render
 from bench.state import FULL, QUICK, ensure_state
 from models.settings import Settings
+from serving.state import champion_pointer
 
 SECTIONS = ("ann", "features", "scoring", "embedding", "e2e", "live")
 ALIASES = {"http": "e2e", "model": "scoring", "embeddings": "embedding", "stage1": "ann", "events": "live",
@@ -136,9 +137,9 @@ class Bench:
             source = "--version-dir"
             if version_dir is None:
                 version_dir = find_version(self.settings)
-                source = f"{self.settings.versions_dir}/current"
+                source = f"{version_dir} (the main state folder's champion)"
             if version_dir is None:
-                version_dir = (self.bench_state() / "versions" / "current").resolve()
+                version_dir = champion_pointer(self.bench_state()).resolve()
                 source = "the bench state (no version published under the main state folder)"
             started = time.perf_counter()
             self._fixture = load_fixture(Path(version_dir), self.plan.fixture_users)

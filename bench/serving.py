@@ -16,11 +16,13 @@ import pandas as pd
 
 from bench.common import log
 from models.features.store import online_user_features, open_store
+from models.files import ArtifactError
 from models.ranking.rules import RulesConfig
 from models.recommender.bundle import load_recommender
 from models.recommender.recommender import Recommender
 from models.recommender.request import Request, Retrieval
 from models.settings import Settings
+from serving.state import champion_pointer
 
 CANDIDATES = 500
 
@@ -69,10 +71,11 @@ class ServingFixture:
 
 
 def load_fixture(version_dir: Path, users: int, seed: int = 11) -> ServingFixture:
-    """Load the version under ``<state>/versions/...`` and prepare ``users`` requests with 500 candidates each."""
+    """Load the version under ``<state>/versions/<namespace>/...`` and prepare ``users`` requests with 500
+    candidates each."""
     version_dir = version_dir.resolve()
-    state_dir = version_dir.parent.parent
-    settings = Settings(state_dir=state_dir)
+    state_dir = version_dir.parent.parent.parent
+    settings = Settings(state_dir=state_dir, namespace=version_dir.parent.name)
     started = time.perf_counter()
     recommender, manifest = load_recommender(version_dir, RulesConfig.from_settings(settings))
     store = open_store(settings, manifest["features"]["store"]["dataset"])
@@ -101,5 +104,8 @@ def load_fixture(version_dir: Path, users: int, seed: int = 11) -> ServingFixtur
 
 
 def find_version(settings: Settings) -> Path | None:
-    current = settings.versions_dir / "current"
+    try:
+        current = champion_pointer(settings.state_dir, settings.namespace)
+    except ArtifactError:
+        return None
     return current.resolve() if current.exists() else None

@@ -92,7 +92,7 @@ def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool =
     state_dir = (root / catalogue.name).resolve()
     env = pipeline_env(catalogue, state_dir)
     marker = read_marker(state_dir)
-    current = state_dir / "versions" / "current"
+    current = state_dir / "versions" / "demo" / "current"  # the bench catalogues are demo datasets
     if (
         not rebuild
         and marker is not None

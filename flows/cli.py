@@ -80,6 +80,25 @@ def command_releases(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_variants(args: argparse.Namespace, settings: Settings) -> int:
+    """Champion vs challenger from the namespace's impression and live logs: a table, then the comparison as JSON."""
+    from flows.variants import compare_variants, load_variant_logs, variants_table
+    from models.files import ArtifactError
+    from models.recommender.versions import choose_namespace
+
+    try:
+        namespace = choose_namespace(settings.versions_root, args.namespace)
+    except ArtifactError as error:
+        print(error, file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"namespace": namespace})
+    shown, shadow, events = load_variant_logs(settings, namespace)
+    comparison = compare_variants(shown, shadow, events, settings.impression_attribution_hours * 3600.0, args.k)
+    print(variants_table(comparison))
+    print(json.dumps({"namespace": namespace, **comparison}, indent=2))
+    return 0
+
+
 def command_quality(args: argparse.Namespace, settings: Settings) -> int:
     """Write the README's quality tables from evaluation reports (the newest per dataset when none is named)."""
     from flows.quality import newest_reports, write_quality
@@ -148,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     releases.add_argument("--namespace", default=None, help="default: RECSYS_NAMESPACE, else the only one")
     releases.add_argument("--last", type=int, default=20, help="history entries shown")
     releases.set_defaults(handler=command_releases)
+    variants = commands.add_parser(
+        "variants", help="champion vs challenger: CTR, conversion, latency, shadow agreement"
+    )
+    variants.add_argument("--namespace", default=None, help="default: RECSYS_NAMESPACE, else the only one")
+    variants.add_argument("--k", type=int, default=10, help="depth of the shadow lists' overlap and rank correlation")
+    variants.set_defaults(handler=command_variants)
     quality = commands.add_parser("quality", help="write the README's quality tables from evaluation.json reports")
     quality.add_argument("reports", type=Path, nargs="*", help="evaluation.json files (default: newest per dataset)")
     quality.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")

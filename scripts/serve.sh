@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Serve the recommender on this machine: `bentoml serve serving.service:RecSys` on 127.0.0.1:$PORT (default 3000),
-# from the repo root, serving the version published under the state folder (RECSYS_STATE_DIR, default .state).
+# Serve the recommender on this machine: `bentoml serve serving.service:RecSys` on $RECSYS_HOST:$PORT (default
+# 127.0.0.1:3000: reachable from this machine only, unless told otherwise), from the repo root, serving the
+# champion of one namespace (RECSYS_NAMESPACE, default: the only one) under the state folder (RECSYS_STATE_DIR,
+# default .state).
 # BentoML's home (logs, metrics, model and bento stores) defaults to <state folder>/bentoml.
 # Extra arguments go to `bentoml serve`, e.g. `scripts/serve.sh --development`.
 set -euo pipefail
@@ -17,7 +19,13 @@ port="${PORT:-3000}"
 export RECSYS_SERVE_WORKERS="${RECSYS_SERVE_WORKERS:-$(nproc)}"
 export BENTOML_CONFIG_OPTIONS="services.recsys.workers=$RECSYS_SERVE_WORKERS ${BENTOML_CONFIG_OPTIONS:-}"
 
-if [[ ! -e "$state_dir/versions/current" ]]; then
+host="${RECSYS_HOST:-127.0.0.1}"
+namespace="${RECSYS_NAMESPACE:-}"
+if [[ -n "$namespace" && ! -e "$state_dir/versions/$namespace/current" ]]; then
+    echo "serve.sh: namespace '$namespace' has no published version under $state_dir/versions" >&2
+    exit 1
+fi
+if ! compgen -G "$state_dir/versions/*/current" > /dev/null; then
     echo "serve.sh: no published version under $state_dir/versions (run the pipeline first: recsys pipeline)" >&2
     exit 1
 fi
@@ -30,6 +38,6 @@ else
     bentoml=bentoml
 fi
 
-echo "serving $(readlink "$state_dir/versions/current" || echo current) from $state_dir on http://127.0.0.1:$port" \
+echo "serving namespace '${namespace:-the only one}' from $state_dir on http://$host:$port" \
     "($RECSYS_SERVE_WORKERS workers)" >&2
-exec "$bentoml" serve serving.service:RecSys --host 127.0.0.1 --port "$port" "$@"
+exec "$bentoml" serve serving.service:RecSys --host "$host" --port "$port" "$@"
