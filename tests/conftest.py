@@ -17,6 +17,11 @@ from models.data.demo_catalog import generate_demo_catalog
 from models.data.tables import save_dataset
 from models.settings import PROJECT_ROOT, Settings
 
+ADMIN_TOKEN = "test-admin-token"
+"""The admin token of every service the tests start (set before serving.service is imported: it reads it then)."""
+os.environ["RECSYS_ADMIN_TOKEN"] = ADMIN_TOKEN
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 MOVIELENS_SMALL = Path(
     os.environ.get("RECSYS_MOVIELENS_DIR", PROJECT_ROOT.parent / "shared" / "data" / "ml-latest-small")
 )

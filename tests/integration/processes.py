@@ -68,7 +68,9 @@ def wait_until_ready(process: subprocess.Popen, url: str, log: Path) -> bentoml.
     while True:
         check_starting(process, log)
         try:
-            return bentoml.SyncHTTPClient(url, timeout=30, server_ready_timeout=5)
+            return bentoml.SyncHTTPClient(
+                url, timeout=30, server_ready_timeout=5, token=os.environ.get("RECSYS_ADMIN_TOKEN")
+            )
         except ServiceUnavailable:
             if time.monotonic() > deadline:
                 pytest.fail(f"{url} not ready after {READY_TIMEOUT} s:\n{tail(log)}")

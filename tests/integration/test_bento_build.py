@@ -71,7 +71,12 @@ def test_bento_carries_and_serves_the_published_version(version, tmp_path):
     try:
         client = wait_until_ready(process, f"http://127.0.0.1:{port}", log)
         with client:
-            assert client.version() == {"version": version.version, "last_reload_error": None}
+            assert client.version() == {
+                "namespace": "demo",
+                "version": version.version,
+                "challenger": None,
+                "last_reload_error": None,
+            }
             answer = client.recommend(user_id="no-such-user", k=3)
             assert answer["version"] == version.version and len(answer["items"]) == 3
     finally:

@@ -91,7 +91,12 @@ def test_search_over_http(server, version, items):
 
 
 def test_health_version_and_invalid_input_over_http(server, version):
-    assert as_dict(server.client.version()) == {"version": version.version, "last_reload_error": None}
+    assert as_dict(server.client.version()) == {
+        "namespace": "demo",
+        "version": version.version,
+        "challenger": None,
+        "last_reload_error": None,
+    }
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert http.get("/readyz").status_code == 200
         assert http.get("/livez").status_code == 200

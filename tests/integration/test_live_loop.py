@@ -22,6 +22,7 @@ import pytest
 
 from models.live.log import log_path
 from models.settings import PROJECT_ROOT
+from tests.conftest import ADMIN_HEADERS
 from tests.integration.processes import stop, wait_until_ready
 from tests.serving.support import copy_serving_state, free_port
 
@@ -56,7 +57,7 @@ def serving(state: Path, home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
 
 def fresh_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """One request on a new connection (connections stay with the worker that accepted them)."""
-    response = httpx.post(url + path, json=body, timeout=30, headers={"Connection": "close"})
+    response = httpx.post(url + path, json=body, timeout=30, headers={"Connection": "close", **ADMIN_HEADERS})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -108,7 +109,7 @@ def test_a_killed_server_keeps_every_acknowledged_batch_whole(state, version, it
     stop_sending = threading.Event()
 
     def send(url: str) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=ADMIN_HEADERS) as client:
             n = 0
             while not stop_sending.is_set():
                 user = f"kill-test-{threading.get_ident()}-{n}"

@@ -3,7 +3,6 @@ a test's own to publish into."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +13,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from models.recommender.versions import CURRENT, VersionStore, read_manifest
-from models.settings import Settings
+from models.recommender.versions import VersionStore, read_manifest
+from serving.state import copy_serving_state
+from tests.conftest import ADMIN_HEADERS
+
+__all__ = ["copy_serving_state"]
 
 # Reloads happen when a test asks for one (POST /reload), not on a background timer in the middle of a test.
 RELOAD_INTERVAL = "3600"
@@ -55,23 +57,13 @@ def asgi_service(state_dir: Path, metrics: bool = True) -> Iterator[AsgiService]
             name = RecSys.name  # type: ignore[attr-defined]
             patch.setenv("BENTOML_CONFIG_OPTIONS", f"services.{name}.metrics.enabled=false")
         app = RecSys.to_asgi()  # type: ignore[attr-defined]
-    client = TestClient(app, raise_server_exceptions=False)  # a server error is a 500, as on the wire
+    client = TestClient(app, raise_server_exceptions=False, headers=ADMIN_HEADERS)  # a server error: a 500
     with service_env(state_dir):
         client.__enter__()  # runs the app's lifespan: the service instance is created here
     try:
         yield AsgiService(client, get_current_service())  # the instance that lifespan just created
     finally:
         client.__exit__(None, None, None)
-
-
-def copy_serving_state(settings: Settings, target: Path) -> Settings:
-    """What the service reads from a state folder: the current version (and its pointer) and the Feast store."""
-    current = VersionStore(settings.versions_dir).current()
-    versions = target / "versions"
-    shutil.copytree(current, versions / current.name)
-    (versions / CURRENT).symlink_to(current.name)
-    shutil.copytree(settings.feast_dir, target / "feast", ignore=shutil.ignore_patterns("*.parquet"))
-    return settings.model_copy(update={"state_dir": target})
 
 
 def publish_copy(versions_dir: Path, sections: list[str] | None = None) -> Path:

@@ -37,7 +37,12 @@ def test_ready_and_alive_after_startup(api, version):
     assert api.client.get("/readyz").status_code == 200
     assert api.client.get("/livez").status_code == 200
     assert api.client.get("/metrics").status_code == 200
-    assert post(api, "/version") == {"version": version.version, "last_reload_error": None}
+    assert post(api, "/version") == {
+        "namespace": "demo",
+        "version": version.version,
+        "challenger": None,
+        "last_reload_error": None,
+    }
 
 
 def test_recommend(api, version, known_users):
@@ -235,7 +240,7 @@ def test_reload_switches_to_a_newly_published_version(reloadable, known_users):
     assert new.name != before
     assert served(api) == before  # nothing changes until the reload (the background poll is hours away here)
     status = post(api, "/reload")
-    assert status == {"version": new.name, "last_reload_error": None}
+    assert status == {"namespace": "demo", "version": new.name, "challenger": None, "last_reload_error": None}
     assert served(api) == new.name
     assert post(api, "/recommend", {"user_id": next(iter(known_users)), "k": 5})["version"] == new.name
     assert post(api, "/reload")["version"] == new.name  # reloading the same version is a no-op
@@ -299,4 +304,9 @@ def test_a_good_version_after_a_refused_one_is_taken(reloadable):
     shutil.rmtree(broken / "ranker")
     assert broken.name in post(api, "/reload")["last_reload_error"]
     fixed = publish_good(api, versions)
-    assert post(api, "/reload") == {"version": fixed.name, "last_reload_error": None}
+    assert post(api, "/reload") == {
+        "namespace": "demo",
+        "version": fixed.name,
+        "challenger": None,
+        "last_reload_error": None,
+    }

@@ -125,7 +125,7 @@ def test_every_list_is_logged_as_impressions_and_events_can_name_it(version, kno
         event = {"user_id": user, "item_id": clicked, "event_type": "click", "request_id": answer["request_id"]}
         post(api, "/events", {"events": [event]})
     # the service wrote its buffer when it stopped
-    shown, names = read_impressions(impressions_dir(settings.state_dir, version.dataset))
+    shown, names = read_impressions(impressions_dir(settings, version.dataset))
     mine = shown[shown.request_id == answer["request_id"]].sort_values("rank")
     assert mine.item_id.tolist() == [i["item_id"] for i in answer["items"]]
     assert mine.score.round(6).tolist() == [i["score"] for i in answer["items"]]

@@ -28,8 +28,8 @@ def stub(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
-    """A state folder with a ``current`` version pointer (the script checks there is something to serve)."""
-    versions = tmp_path / "state" / "versions"
+    """A state folder with a namespace's ``current`` pointer (the script checks there is something to serve)."""
+    versions = tmp_path / "state" / "versions" / "demo"
     (versions / "v1").mkdir(parents=True)
     (versions / "current").symlink_to("v1")
     return tmp_path / "state"
@@ -66,7 +66,7 @@ def test_port_home_and_extra_arguments(stub, state, tmp_path):
 def test_relative_state_folder_is_taken_from_the_repo_root(stub, tmp_path):
     result = run(stub, tmp_path)  # no RECSYS_STATE_DIR: .state under the repo root
     default = PROJECT_ROOT / ".state"
-    if (default / "versions" / "current").exists():  # a developer's machine with a published version
+    if any((default / "versions").glob("*/current")):  # a developer's machine with a published version
         out = printed(result)
         assert Path(out["BENTOML_HOME"]) == default / "bentoml" and Path(out["RECSYS_STATE_DIR"]) == default
     else:
@@ -78,3 +78,10 @@ def test_nothing_published_is_a_clear_error(stub, tmp_path):
     result = run(stub, tmp_path, RECSYS_STATE_DIR=str(tmp_path / "empty"))
     assert result.returncode == 1
     assert "no published version" in result.stderr and not result.stdout
+
+
+def test_the_host_and_the_namespace_come_from_the_settings(stub, state, tmp_path):
+    out = printed(run(stub, tmp_path, RECSYS_STATE_DIR=str(state), RECSYS_HOST="0.0.0.0", RECSYS_NAMESPACE="demo"))
+    assert out["ARGS"] == "serve serving.service:RecSys --host 0.0.0.0 --port 3000"
+    missing = run(stub, tmp_path, RECSYS_STATE_DIR=str(state), RECSYS_NAMESPACE="shop")
+    assert missing.returncode == 1 and "namespace 'shop' has no published version" in missing.stderr

@@ -52,7 +52,12 @@ def test_service_serves_the_published_version_from_the_environment(service, vers
     assert service.settings.state_dir == version.settings.state_dir
     assert service.runtime.loaded.path == version.version_dir
     assert service.__is_ready__()
-    assert service.version() == {"version": version.version, "last_reload_error": None}
+    assert service.version() == {
+        "namespace": "demo",
+        "version": version.version,
+        "challenger": None,
+        "last_reload_error": None,
+    }
 
 
 @pytest.mark.parametrize("k", [1, 10, 37])
@@ -187,7 +192,12 @@ def test_runtime_picks_up_published_versions_in_the_background(version, tmp_path
     settings = copy_serving_state(version.settings, tmp_path / "state")
     runtime = Runtime(settings)
     runtime.start(load_encoder=False)
-    assert runtime.status() == {"version": version.version, "last_reload_error": None}
+    assert runtime.status() == {
+        "namespace": "demo",
+        "version": version.version,
+        "challenger": None,
+        "last_reload_error": None,
+    }
     runtime.watch(0.2)  # the watcher thread has no stop: the test leaves ``current`` on a good version
     new = publish_copy(settings.versions_dir)
     assert wait_for(lambda: runtime.status()["version"] == new.name), runtime.status()

@@ -1,0 +1,53 @@
+"""The release decision: a paired interval on the validation cut decides, never a bare mean."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.evaluation.release import release_decision
+
+
+def scores(mean: float, users: int = 2000, seed: int = 0) -> np.ndarray:
+    return np.clip(np.random.default_rng(seed).normal(mean, 0.2, users), 0, 1)
+
+
+def test_the_first_version_is_published():
+    decision = release_decision(scores(0.3), None, 0.0, has_champion=False)
+    assert decision.publish and "first version" in decision.reason
+
+
+def test_a_clear_gain_is_published():
+    champion = scores(0.30)
+    decision = release_decision(champion + 0.03, champion, 0.0, has_champion=True)
+    assert decision.publish and decision.ci95 is not None and decision.ci95[0] > 1.0
+    assert "beats the champion" in decision.reason
+
+
+def test_a_tie_is_not_published_even_with_a_higher_mean():
+    champion = scores(0.30)
+    noise = np.random.default_rng(1).normal(0, 0.05, len(champion))
+    new = np.clip(champion + noise + 0.0005, 0, 1)  # a higher mean by chance, well inside the noise
+    decision = release_decision(new, champion, 0.0, has_champion=True)
+    assert not decision.publish and decision.ci95 is not None and decision.ci95[0] <= 1.0
+    assert "kept as challenger" in decision.reason
+
+
+def test_a_worse_version_is_not_published_but_can_be_forced():
+    champion = scores(0.30)
+    worse = champion * 0.8
+    assert not release_decision(worse, champion, 0.0, has_champion=True).publish
+    forced = release_decision(worse, champion, 0.0, has_champion=True, force=True)
+    assert forced.publish and forced.reason.startswith("forced although it does not beat")
+
+
+def test_a_negative_margin_accepts_a_version_not_worse_than_it():
+    champion = scores(0.30)
+    same = champion.copy()
+    assert not release_decision(same, champion, 0.0, has_champion=True).publish
+    assert release_decision(same, champion, -0.01, has_champion=True).publish
+
+
+def test_an_incomparable_champion_is_never_a_win():
+    decision = release_decision(scores(0.3), None, 0.0, has_champion=True)
+    assert not decision.publish and "other features" in decision.reason
+    assert release_decision(scores(0.3), None, 0.0, has_champion=True, force=True).publish
