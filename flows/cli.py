@@ -50,7 +50,9 @@ def command_release(args: argparse.Namespace, settings: Settings) -> int:
     from models.recommender.versions import VersionStore, choose_namespace
 
     try:
-        settings = settings.model_copy(update={"namespace": choose_namespace(settings.versions_root, args.namespace)})
+        settings = settings.model_copy(
+            update={"namespace": choose_namespace(settings.versions_root, args.namespace or settings.namespace)}
+        )
         store = VersionStore(settings.versions_dir)
         reason = args.reason or f"{args.command} from the command line"
         version = store.promote(reason) if args.command == "promote" else store.rollback(reason)
@@ -70,7 +72,7 @@ def command_releases(args: argparse.Namespace, settings: Settings) -> int:
     from models.recommender.versions import CHALLENGER, CURRENT, PREVIOUS, VersionStore, choose_namespace
 
     try:
-        namespace = choose_namespace(settings.versions_root, args.namespace)
+        namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
     except ArtifactError as error:
         print(error, file=sys.stderr)
         return 2
@@ -84,15 +86,17 @@ def command_variants(args: argparse.Namespace, settings: Settings) -> int:
     """Champion vs challenger from the namespace's impression and live logs: a table, then the comparison as JSON."""
     from flows.variants import compare_variants, load_variant_logs, variants_table
     from models.files import ArtifactError
-    from models.recommender.versions import choose_namespace
+    from models.recommender.versions import CHALLENGER, CURRENT, VersionStore, choose_namespace
 
     try:
-        namespace = choose_namespace(settings.versions_root, args.namespace)
+        namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
     except ArtifactError as error:
         print(error, file=sys.stderr)
         return 2
     settings = settings.model_copy(update={"namespace": namespace})
-    shown, shadow, events = load_variant_logs(settings, namespace)
+    store = VersionStore(settings.versions_dir)
+    active = [p.name for p in (store.pointed(CURRENT), store.pointed(CHALLENGER)) if p is not None]
+    shown, shadow, events = load_variant_logs(settings, namespace, active)
     comparison = compare_variants(shown, shadow, events, settings.impression_attribution_hours * 3600.0, args.k)
     print(variants_table(comparison))
     print(json.dumps({"namespace": namespace, **comparison}, indent=2))

@@ -76,8 +76,9 @@ def snapshot_freshness(snapshot_dir: str, settings: Settings) -> dict[str, Any]:
 
 
 def materialize_snapshot(snapshot_dir: str, dataset: str, settings: Settings) -> dict[str, Any]:
-    """Load the serving snapshot into the online store. The pipeline calls it once the new version passed its
-    publish gate, just before switching to it: a refused version never changes the features being served."""
+    """Load the serving snapshot into the online store. The pipeline calls it once the new version loaded and
+    served its smoke test, champion or challenger (user features are data: the champion serves the fresher ones
+    too, with the same definitions); a version that does not load never changes the features being served."""
     at = snapshot_time(snapshot_dir)
     store = open_store(settings, dataset)
     earliest = min(pd.read_parquet(Path(snapshot_dir) / name, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP].min()

@@ -19,6 +19,7 @@ def sync_champion_alias(settings: Settings, store: VersionStore) -> str:
     for pointer, alias in ((CURRENT, "champion"), (CHALLENGER, "challenger")):
         folder = store.pointed(pointer)
         if folder is None:
+            done.append(_drop_alias(settings, store, alias))
             continue
         try:
             manifest = read_manifest(folder)
@@ -32,3 +33,17 @@ def sync_champion_alias(settings: Settings, store: VersionStore) -> str:
         except (ArtifactError, KeyError, MlflowException) as error:
             done.append(f"registry alias '{alias}' not moved for {folder.name}: {error}")
     return "; ".join(done) or "nothing published"
+
+
+def _drop_alias(settings: Settings, store: VersionStore, alias: str) -> str:
+    """No version holds the role any more (the challenger was promoted or replaced): the alias goes too."""
+    current = store.pointed(CURRENT)
+    if current is None:
+        return f"no {alias}"
+    try:
+        manifest = read_manifest(current)
+        configure_mlflow(settings.mlflow_dir, f"recsys-{manifest['dataset']['name']}")
+        MlflowClient().delete_registered_model_alias(manifest["registry"]["model"], alias)
+        return f"no {alias} (alias removed)"
+    except (ArtifactError, KeyError, MlflowException):
+        return f"no {alias}"

@@ -31,7 +31,7 @@ from models.ranking.ranker import Ranker
 from models.recommender.versions import CURRENT, VersionStore, read_manifest
 from models.settings import Settings
 from models.training.impressions import LoggedLists
-from models.training.steps import RANKER_SECTION, load_ranker, train_step, training_step, validation_ndcg
+from models.training.steps import holdout_ndcg, load_ranker, train_step, training_step
 
 DONE = "done.json"
 
@@ -93,17 +93,19 @@ def served_champion(settings: Settings) -> tuple[str | None, Ranker | None]:
 
 @task
 def compare_with_champion(training_dir: str, ranker_dir: str, settings: Settings, force: bool) -> dict[str, Any]:
-    """The release decision: the new ranker's out-of-fold NDCG@10 per validation user against the champion's on the
-    same users and candidates, with a paired interval (models/evaluation/release.py)."""
+    """The release decision: NDCG@10 of the new ranker and of the champion re-ranking the same candidates of the
+    release-holdout users (neither trained on them), with a paired interval (models/evaluation/release.py)."""
     champion_version, champion = served_champion(settings)
-    section = json.loads((Path(ranker_dir) / RANKER_SECTION).read_text())
-    new = np.load(Path(ranker_dir) / "validation_per_user.npy")
-    scores = validation_ndcg(Path(training_dir), champion, int(section["k_candidates"])) if champion else None
+    new_ranker, _, section = load_ranker(Path(ranker_dir))
+    new, scores = holdout_ndcg(Path(training_dir), [new_ranker, champion], int(section["k_candidates"]),
+                               settings.release_holdout_share)  # fmt: skip
+    assert new is not None, "the new ranker was trained on this training set"
     decision = release_decision(new, scores, settings.release_min_gain, has_champion=champion_version is not None,
                                 force=force, seed=settings.seed)  # fmt: skip
     print(f"release decision: {'publish' if decision.publish else 'challenger'} — {decision.reason}")
     return {"champion_version": champion_version, "validation_ndcg@10": section["validation_ndcg"],
-            "champion_validation_ndcg@10": float(scores.mean()) if scores is not None else None,
+            "holdout_ndcg@10": float(new.mean()) if len(new) else None,
+            "champion_holdout_ndcg@10": float(scores.mean()) if scores is not None and len(scores) else None,
             "decision": decision.as_dict()}  # fmt: skip
 
 
@@ -160,14 +162,15 @@ def log_and_register(
         )  # no slow inference
         version = info.registered_model_version
         new_ndcg = comparison["validation_ndcg@10"]
-        old_ndcg = comparison.get("champion_validation_ndcg@10")
+        old_ndcg = comparison.get("champion_holdout_ndcg@10")
         decision = comparison["decision"]
         MlflowClient().set_model_version_tag(name, str(version), "validation_ndcg_at_10", f"{new_ndcg:.5f}")
         mlflow.set_tags({"release": "publish" if decision["publish"] else "challenger",
                          "release_reason": decision["reason"][:5000],
-                         "compared_with_champion_validation_ndcg": str(old_ndcg)})  # fmt: skip
+                         "holdout_ndcg_at_10": str(comparison["holdout_ndcg@10"]),
+                         "champion_holdout_ndcg_at_10": str(old_ndcg)})  # fmt: skip
         return {"run_id": run.info.run_id, "model": name, "version": str(version), "promoted": decision["publish"],
-                "champion_validation_ndcg@10": old_ndcg, "validation_ndcg@10": new_ndcg}  # fmt: skip
+                "champion_holdout_ndcg@10": old_ndcg, "validation_ndcg@10": new_ndcg}  # fmt: skip
 
 
 def evaluation_table(report: dict[str, Any]) -> dict[str, list[Any]]:

@@ -9,6 +9,7 @@ agree with the champion lists they were scored beside (overlap@k, Kendall tau, l
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 SEEN = (CHAMPION, CHALLENGER)
 """Variants whose lists users saw: only these can earn clicks."""
-LIST_COLUMNS = [REQUEST_ID, "as_of", C.USER_ID, "variant", "latency_ms", "rank", C.ITEM_ID]
+LIST_COLUMNS = [REQUEST_ID, "as_of", C.USER_ID, "version", "endpoint", "variant", "latency_ms", "rank", C.ITEM_ID]
+COMPARED_ENDPOINT = "recommend"
+"""Only /recommend lists go to a challenger: /search and /similar lists would dilute the champion's arm."""
 EVENT_COLUMNS = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TIMESTAMP]
 CLICK_GRADE = 1
 PURCHASE_GRADE = EVENT_GRADES[C.PURCHASE]
@@ -197,12 +200,24 @@ def _agreement(first: list[str], second: list[str], k: int) -> tuple[float, floa
     return overlap, float(tau)
 
 
-def load_variant_logs(settings: Settings, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The lists users saw, the shadow lists and the live log's events of ``dataset`` (empty frames when none)."""
+def load_variant_logs(
+    settings: Settings, dataset: str, versions: Collection[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The /recommend lists users saw, the shadow lists and the live log's events of ``dataset`` (empty frames
+    when none); ``versions``: only lists these versions served (the current champion and challenger, not the
+    earlier experiments still in the log)."""
     root = impressions_dir(settings, dataset)
     records = read_live_log(settings, dataset)
     events = pd.DataFrame([record.body for record in records if record.kind == EVENT])
-    return read_lists(root), read_lists(root / SHADOW), events
+    shown, shadow = (_compared(read_lists(folder), versions) for folder in (root, root / SHADOW))
+    return shown, shadow, events
+
+
+def _compared(lists: pd.DataFrame, versions: Collection[str] | None) -> pd.DataFrame:
+    keep = lists["endpoint"] == COMPARED_ENDPOINT
+    if versions is not None:
+        keep &= lists["version"].isin(list(versions))
+    return lists[keep].reset_index(drop=True)
 
 
 def read_lists(root: Path) -> pd.DataFrame:

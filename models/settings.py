@@ -187,9 +187,16 @@ class Settings(BaseSettings):
     release_min_gain: float = Field(
         default=0.0,
         ge=-1,
-        description="A new version is served only when the low end of the paired 95 % interval of its validation "
-        "NDCG@10 over the champion's, minus 1, is above this (0: a significant gain; -0.01: not worse than 1 %); "
+        description="A new version is served only when the low end of the paired 95 % interval of its NDCG@10 over "
+        "the champion's on the release holdout, minus 1, is above this (0: a significant gain; -0.01: not worse than 1 %); "
         "otherwise it is kept as the challenger. `--force` publishes anyway.",
+    )
+    release_holdout_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Validation users (a stable hash of the id: the same users in every run) the final re-ranker "
+        "never trains on; the release gate compares a new version with the champion on them, both out of sample.",
     )
     release_gate_users: int = Field(
         default=20, gt=0, description="Known users the publish gate ranks through the full path (online store)."

@@ -1,9 +1,9 @@
 """Whether a new version may replace the champion: a paired comparison on the validation cut, never on test.
 
-The new re-ranker's out-of-fold NDCG@10 per validation user is set against the champion's NDCG@10 re-ranking the
-same users' same candidates. The new version is served only when the low end of the paired 95 % interval of the
-ratio, minus 1, is above ``min_gain`` — a gain the few thousand validation users cannot explain by noise. Where the
-champion trained on these same users its figure is in-sample, so the gate leans towards keeping it (safe side).
+The new re-ranker's NDCG@10 per release-holdout user (validation users no final re-ranker ever trains on: a stable
+hash of the id) is set against the champion's re-ranking the same users' same candidates: both out of sample, paired.
+The new version is served only when the low end of the paired 95 % interval of the ratio, minus 1, is above
+``min_gain`` — a gain the holdout users cannot explain by noise.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def release_decision(
     new: np.ndarray, champion: np.ndarray | None, min_gain: float, *, has_champion: bool, force: bool = False,
     seed: int = 0,
 ) -> ReleaseDecision:  # fmt: skip
-    """``new``/``champion``: NDCG@10 per validation user, paired. ``champion`` is None when there is none
+    """``new``/``champion``: NDCG@10 per holdout user, paired. ``champion`` is None when there is none
     (``has_champion`` false: the first version is published) or when it cannot score these candidates (other
     features: not comparable, so not published unless forced)."""
     if not has_champion:
@@ -46,7 +46,7 @@ def release_decision(
         verdict = "forced" if force else "kept as challenger"
         return ReleaseDecision(force, f"no validation users to compare on: {verdict}", users=len(new))
     ratio, low, high = paired_bootstrap_ratio(new, champion, seed=seed)
-    figures = (f"validation NDCG@10 {new.mean():.4f} vs champion {champion.mean():.4f} = {ratio:.3f}x "
+    figures = (f"holdout NDCG@10 {new.mean():.4f} vs champion {champion.mean():.4f} = {ratio:.3f}x "
                f"[{low:.3f}, {high:.3f}] over {len(new)} users, required low end > {1 + min_gain:.3f}")  # fmt: skip
     if low - 1.0 > min_gain:
         return ReleaseDecision(True, f"beats the champion: {figures}", ratio, (low, high), len(new))

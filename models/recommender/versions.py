@@ -108,28 +108,32 @@ class VersionStore:
             check(builder.path)
         final = self.root / builder.version
         builder.path.rename(final)
-        if as_champion:
-            self._make_current(builder.version, "publish", reason)
-        else:
-            self._point(CHALLENGER, builder.version)
-            self._record("challenger", builder.version, reason)
+        with self._locked():
+            if as_champion:  # the old challenger lost to the old champion: it does not run beside the new one
+                self._make_current(builder.version, "publish", reason)
+                (self.root / CHALLENGER).unlink(missing_ok=True)
+            else:
+                self._point(CHALLENGER, builder.version)
+                self._record("challenger", builder.version, reason)
         return final
 
     def promote(self, reason: str = "") -> str:
         """Make the challenger the champion (``current``); the old champion becomes ``previous``."""
-        challenger = self.pointed(CHALLENGER)
-        if challenger is None:
-            raise ArtifactError(f"{self.root}: no challenger to promote")
-        self._make_current(challenger.name, "promote", reason)
-        (self.root / CHALLENGER).unlink(missing_ok=True)
+        with self._locked():
+            challenger = self.pointed(CHALLENGER)
+            if challenger is None:
+                raise ArtifactError(f"{self.root}: no challenger to promote")
+            self._make_current(challenger.name, "promote", reason)
+            (self.root / CHALLENGER).unlink(missing_ok=True)
         return challenger.name
 
     def rollback(self, reason: str = "") -> str:
         """Point ``current`` back at ``previous`` (the version it replaced); a second rollback undoes the first."""
-        previous = self.pointed(PREVIOUS)
-        if previous is None:
-            raise ArtifactError(f"{self.root}: no previous version to roll back to")
-        self._make_current(previous.name, "rollback", reason)
+        with self._locked():
+            previous = self.pointed(PREVIOUS)
+            if previous is None:
+                raise ArtifactError(f"{self.root}: no previous version to roll back to")
+            self._make_current(previous.name, "rollback", reason)
         return previous.name
 
     def pointed(self, name: str) -> Path | None:
@@ -142,15 +146,16 @@ class VersionStore:
         return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
     def _make_current(self, version: str, action: str, reason: str) -> None:
-        with self._locked():  # two workers (or a worker and a pipeline) moving pointers at once keep a sane history
-            old = self.pointed(CURRENT)
-            if old is not None and old.name != version:
-                self._point(PREVIOUS, old.name)
-            self._point(CURRENT, version)
-            self._record(action, version, reason)
+        """Called with the lock held."""
+        old = self.pointed(CURRENT)
+        if old is not None and old.name != version:
+            self._point(PREVIOUS, old.name)
+        self._point(CURRENT, version)
+        self._record(action, version, reason)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        """Pointer moves one at a time (two workers, or a worker and a pipeline): a sane history, no lost pointer."""
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield

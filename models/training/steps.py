@@ -10,8 +10,9 @@ Each step reads what the previous one wrote (numpy, LightGBM text, JSON) so the 
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import CATEGORICAL_FEATURES, FeatureSpec
 from models.features.store import open_store
 from models.files import write_json
-from models.ranking.ranker import Ranker, RankerParams, RankingData, fit_ranker, ranking_dataset, train_ranker
+from models.ranking.ranker import Ranker, RankerParams, RankingData, fit_ranker, ranking_dataset
 from models.ranking.rules import NEUTRAL_RULES
 from models.recommender.offline import offline_recommender
 from models.recommender.request import Request
@@ -170,14 +171,29 @@ def choose_k(ndcg_by_k: Mapping[int, float], tolerance: float) -> int:
     return min(size for size, value in ndcg_by_k.items() if value >= (1.0 - tolerance) * best)
 
 
+def release_holdout(users: np.ndarray, share: float) -> np.ndarray:
+    """True for the groups of users in the release holdout: a stable hash of the user id, so every run holds out
+    the same users and no published re-ranker ever trained on them — the release gate compares a new version with
+    the champion there, both out of sample."""
+    unique, of_group = np.unique(users.astype(str), return_inverse=True)
+    digests = (hashlib.sha256(f"release\0{user}".encode()).digest()[:8] for user in unique)
+    held = np.fromiter((int.from_bytes(d, "big") / 2.0**64 < share for d in digests), bool, len(unique))
+    return held[of_group]
+
+
 def final_ranker(
     data: RankingData, spec: FeatureSpec, params: RankerParams, k: int, iterations: list[int],
-    masked_columns: tuple[int, ...] = (),
+    masked_columns: tuple[int, ...] = (), holdout: np.ndarray | None = None,
 ) -> Ranker:  # fmt: skip
-    """One model on every user's first K candidates, as many rounds as the folds found best on average."""
+    """One model on every user's first K candidates but the ``holdout`` groups', as many rounds as the folds found
+    best on average."""
     rounds = max(1, int(round(float(np.mean(iterations)))))
-    return train_ranker(data.truncate(k), None, spec.names, CATEGORICAL_FEATURES,
-                        replace(params, num_boost_round=rounds), masked_columns)  # fmt: skip
+    truncated = data.truncate(k)
+    binned = ranking_dataset(truncated, spec.names, CATEGORICAL_FEATURES, params, masked_columns)
+    if holdout is not None and holdout.any():
+        binned = binned.subset(truncated.group_rows(~holdout).tolist())  # LightGBM's bins: no copy of the rows
+    return fit_ranker(binned, None, spec.names, CATEGORICAL_FEATURES, replace(params, num_boost_round=rounds),
+                      masked_columns)  # fmt: skip
 
 
 def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[str, Any]:
@@ -196,7 +212,8 @@ def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[st
     leaves, min_data = max(grid, key=lambda key: grid[key]["ndcg@10"])
     best = grid[(leaves, min_data)]
     params = replace(params, num_leaves=leaves, min_data_in_leaf=min_data)
-    ranker = final_ranker(data, spec, params, chosen, best["iterations"])
+    held = release_holdout(data.group_users, settings.release_holdout_share)
+    ranker = final_ranker(data, spec, params, chosen, best["iterations"], holdout=held)
     section = ranker.save(out_dir)
     section.update(
         k_candidates=chosen,
@@ -207,6 +224,7 @@ def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[st
         k_sweep=[{"k_candidates": k, "ndcg@10": v["ndcg@10"], "iterations": v["iterations"]} for k, v in sweep.items()],
         importance=ranker.importance(),
         train_groups=int(len(data.groups)),
+        release_holdout_groups=int(held.sum()),
     )
     np.save(out_dir / "validation_per_user.npy", best["per_user"], allow_pickle=False)
     (out_dir / SPEC_FILE).write_text((training_dir / SPEC_FILE).read_text())
@@ -215,14 +233,18 @@ def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[st
     return section
 
 
-def validation_ndcg(training_dir: Path, ranker: Ranker, k: int) -> np.ndarray | None:
-    """Per training user, NDCG@10 of ``ranker`` re-ranking the first ``k`` validation candidates (None when its
-    features differ from this training set's): how a champion is compared with a challenger's out-of-fold figure."""
+def holdout_ndcg(
+    training_dir: Path, rankers: Sequence[Ranker | None], k: int, share: float
+) -> list[np.ndarray | None]:  # fmt: skip
+    """Per release-holdout group, NDCG@10 of each ranker re-ranking the first ``k`` validation candidates (None for
+    no ranker, or one whose features differ from this training set's): a new version and the champion on the same
+    users, neither trained on them."""
     data, spec = load_training(training_dir)
-    if ranker.feature_names != list(spec.names):
-        return None
-    held = data.truncate(k)
-    return held.true_ndcg(ranker.predict(held.features, threads=2))
+    held = data.select_groups(release_holdout(data.group_users, share)).truncate(k)
+    del data
+    return [held.true_ndcg(ranker.predict(held.features, threads=2))
+            if ranker is not None and ranker.feature_names == list(spec.names) else None
+            for ranker in rankers]  # fmt: skip
 
 
 def load_ranker(folder: Path) -> tuple[Ranker, FeatureSpec, dict[str, Any]]:
@@ -242,4 +264,5 @@ def ablated_ranker(
     params = replace(RankerParams.from_settings(settings), num_leaves=int(section["leaves"]),
                      min_data_in_leaf=int(section["min_data_in_leaf"]))  # fmt: skip
     sweep = cross_validate(data, spec, params, [k], settings.ranker_folds, settings.seed, columns)
-    return final_ranker(data, spec, params, k, sweep[k]["iterations"], columns)
+    held = release_holdout(data.group_users, settings.release_holdout_share)
+    return final_ranker(data, spec, params, k, sweep[k]["iterations"], columns, held)

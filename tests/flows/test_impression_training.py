@@ -32,7 +32,7 @@ def test_the_next_run_trains_on_served_lists_and_their_outcomes(published, tmp_p
             {C.USER_ID: user, C.ITEM_ID: picked[1], C.EVENT_TYPE: "purchase"},  # credited by time
         ])  # fmt: skip
     runtime.close()  # writes the buffered impressions
-    shown, names = read_impressions(impressions_dir(state, "demo"))
+    shown, names = read_impressions(impressions_dir(copy, "demo"))
     assert shown.request_id.nunique() >= 40 and len(names) > 0
 
     served = VersionStore(copy.versions_dir).current()

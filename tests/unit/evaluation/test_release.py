@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.evaluation.release import release_decision
+from models.training.steps import release_holdout
 
 
 def scores(mean: float, users: int = 2000, seed: int = 0) -> np.ndarray:
@@ -51,3 +52,14 @@ def test_an_incomparable_champion_is_never_a_win():
     decision = release_decision(scores(0.3), None, 0.0, has_champion=True)
     assert not decision.publish and "other features" in decision.reason
     assert release_decision(scores(0.3), None, 0.0, has_champion=True, force=True).publish
+
+
+def test_the_release_holdout_is_the_same_users_in_every_run():
+    users = np.array([f"u{i}" for i in range(5000)])
+    held = release_holdout(users, 0.2)
+    assert 0.18 < held.mean() < 0.22
+    shuffled = np.random.default_rng(0).permutation(users)
+    again = dict(zip(shuffled, release_holdout(shuffled, 0.2), strict=True))
+    assert all(again[u] == h for u, h in zip(users, held, strict=True)), "by id, not by position"
+    groups = np.repeat(users[:50], 3)  # a user's groups (served lists) are all in or all out
+    assert (release_holdout(groups, 0.2).reshape(50, 3).std(axis=1) == 0).all()

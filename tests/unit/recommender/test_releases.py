@@ -60,11 +60,13 @@ def test_promote_and_rollback_say_what_is_missing(tmp_path: Path):
         store.rollback()
 
 
-def test_a_new_champion_makes_the_old_one_previous(tmp_path: Path):
+def test_a_new_champion_makes_the_old_one_previous_and_retires_the_challenger(tmp_path: Path):
     store = VersionStore(tmp_path / "versions" / "demo")
     first = publish(store, b"one")
+    publish(store, b"lost", as_champion=False)
     second = publish(store, b"two")
     assert store.current().name == second and store.pointed(PREVIOUS).name == first  # type: ignore[union-attr]
+    assert store.pointed(CHALLENGER) is None
 
 
 def test_namespaces_are_separate(tmp_path: Path):
