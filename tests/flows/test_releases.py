@@ -24,7 +24,7 @@ from models.live.impressions import SHADOW, impressions_dir, read_impressions
 from models.ranking.rules import Filters
 from models.recommender.versions import CHALLENGER, PREVIOUS, VersionStore
 from models.settings import Settings
-from serving.runtime import Runtime, split_share
+from serving.runtime import Loaded, Runtime, split_share
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,9 @@ def test_a_worse_challenger_is_not_published_and_the_service_keeps_the_champion(
     assert found["champion"] != found["challenger"] == summary["registration"]["version"]
 
 
-def test_shadow_answers_the_champions_lists_and_logs_both(with_challenger, known_users):
+def test_shadow_answers_the_champions_lists_and_logs_both(with_challenger, known_users, monkeypatch):
     settings, summary, champion = with_challenger
+    monkeypatch.setattr(Loaded, "as_of", lambda self: self.snapshot_seconds + 60.0)  # one clock for both runtimes
     plain = Runtime(settings)
     plain.start(load_encoder=False)
     shadow = Runtime(settings.model_copy(update={"challenger_mode": "shadow"}))

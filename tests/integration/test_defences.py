@@ -111,8 +111,8 @@ def test_admin_endpoints_need_the_token(url: str):
     assert nothing.status_code == 409 and "no challenger" in nothing.text
 
 
-def test_a_body_over_the_limit_is_refused_unread(url: str, known_users):
-    user = next(iter(known_users))
+def test_a_body_over_the_limit_is_refused_unread(url: str, known_users, corrupt_user: str):
+    user = next(u for u in known_users if u != corrupt_user)
     big = {"user_id": user, "k": 5, "context": {"session_item_ids": ["x" * 100] * 50}, "pad": "y" * MAX_BODY}
     response = post(url, "/recommend", big)
     assert response.status_code == 413 and "over the limit" in response.json()["error"]
@@ -137,8 +137,8 @@ def test_a_bug_for_one_user_is_a_500_for_that_user_only(url: str, corrupt_user: 
     assert 'recsys_errors_total{endpoint="recommend"}' in metrics
 
 
-def test_metrics_count_variants_stages_and_the_served_version(url: str, known_users):
-    post(url, "/recommend", {"user_id": next(iter(known_users)), "k": 5})
+def test_metrics_count_variants_stages_and_the_served_version(url: str, known_users, corrupt_user: str):
+    post(url, "/recommend", {"user_id": next(u for u in known_users if u != corrupt_user), "k": 5})
     post(url, "/recommend", {"user_id": "no-such-user", "k": 5})
     metrics = httpx.get(url + "/metrics", timeout=30).text
     version = post(url, "/version").json()["version"]

@@ -81,6 +81,8 @@ def with_known_items(case: Any, known: str) -> Any:
                     entry = {**entry, "item_id": known, "timestamp": None}
                     if "event_type" in entry:
                         entry["rating"] = 4.0 if entry["event_type"] == "rating" else None
+                    if field == "items":
+                        entry["in_stock"] = True  # a stock change of a known item: always a change
                 fixed.append(entry)
             case.body = {**case.body, field: fixed}
     return case
