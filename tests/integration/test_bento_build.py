@@ -50,7 +50,7 @@ def test_bento_carries_and_serves_the_published_version(version, tmp_path):
     env = {**os.environ, "PATH": path, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
     model = export_state_model(version.settings, model_store=ModelStore(home / "models"))
     model_path = Path(model.path)
-    assert (model_path / "versions" / "current" / "manifest.json").is_file()
+    assert (model_path / "versions" / "demo" / "current" / "manifest.json").is_file()
 
     tag = bentoml(env, "build", "-f", "serving/bentofile.yaml", "-o", "tag", str(PROJECT_ROOT)).strip().splitlines()[-1]
     tag = tag.removeprefix("__tag__:")
