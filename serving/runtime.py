@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -322,19 +322,19 @@ class Runtime:
     # ---- live updates ----------------------------------------------------------------------------------------
     def accept_events(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Validate interactions against the served catalogue, append them to the durable log, apply them here.
-        Raises ValueError naming what is wrong (nothing is logged then)."""
+        Raises RequestError naming what is wrong (nothing is logged then)."""
         loaded = self._current()
         now = loaded.as_of()
         bodies = []
         for position, event in enumerate(events):
             item = str(event[C.ITEM_ID])
             if not loaded.live.knows_item(item):
-                raise ValueError(f"events[{position}]: item_id '{item}' is not in the catalogue of version "
+                raise RequestError(f"events[{position}]: item_id '{item}' is not in the catalogue of version "
                                  f"{loaded.version}")  # fmt: skip
             given = event.get(C.TIMESTAMP)
             timestamp = float(given) if given is not None else now
             if timestamp > now + 1.0:
-                raise ValueError(f"events[{position}]: timestamp {timestamp:.0f} is after the serving clock "
+                raise RequestError(f"events[{position}]: timestamp {timestamp:.0f} is after the serving clock "
                                  f"({now:.0f}): events cannot be in the future")  # fmt: skip
             bodies.append({**event, C.TIMESTAMP: timestamp})
         return self._log_and_apply(loaded, EVENT, bodies)
@@ -350,10 +350,10 @@ class Runtime:
             if not loaded.live.knows_item(item):
                 missing = [f for f in (C.TITLE, C.CATEGORY) if not change.get(f)]
                 if missing:
-                    raise ValueError(f"items[{position}]: item_id '{item}' is new to version {loaded.version}, so "
+                    raise RequestError(f"items[{position}]: item_id '{item}' is new to version {loaded.version}, so "
                                      f"{' and '.join(missing)} are required")  # fmt: skip
                 if self.encoder is None:
-                    raise ValueError(f"items[{position}]: new items need the text encoder, not loaded here")
+                    raise RequestError(f"items[{position}]: new items need the text encoder, not loaded here")
             created = change.get(C.CREATED_AT)
             bodies.append({**change, C.TIMESTAMP: now, C.CREATED_AT: float(created) if created is not None else now})
         return self._log_and_apply(loaded, ITEM, bodies)
@@ -362,7 +362,10 @@ class Runtime:
         accepted = _log_and_apply(loaded, kind, bodies)
         challenger = self.challenger
         if challenger is not None:
-            catch_up(challenger.live, challenger.log)  # the same log: the challenger sees the same user at once
+            try:  # the same log: the challenger sees the same user at once
+                catch_up(challenger.live, challenger.log)
+            except Exception:  # logged and acknowledged already: the challenger's trouble is not the caller's
+                log.exception("challenger %s did not apply the live log", challenger.version)
         return accepted
 
     def flush_impressions(self) -> None:
@@ -419,24 +422,30 @@ class Runtime:
         challenger = self.challenger
         split = self.variant_for(user_id) == CHALLENGER_VARIANT and challenger is not None
         loaded = challenger if split and challenger is not None else self._current()
-        request, result = self._recommend(loaded, user_id, k, filters, exclude_seen, explain, session_item_ids)
+        self._check_session(loaded, session_item_ids)
+        stored = self.user_features(loaded, user_id)
+        request, result = self._recommend(loaded, user_id, k, filters, exclude_seen, explain, session_item_ids,
+                                          stored, loaded.as_of(), started)  # fmt: skip
         self._logged(loaded, "recommend", request, result, started)
         shadow = challenger if challenger is not None and challenger.role == SHADOW else None
         if shadow is not None and result.request_id is not None:
-            self._score_in_shadow(shadow, result.request_id, user_id, k, filters, exclude_seen, session_item_ids)
+            shadowed = replace(request, explain=False)
+            self._score_in_shadow(shadow, result.request_id, shadowed, stored)
         return loaded, result
 
-    def _recommend(
-        self, loaded: Loaded, user_id: str, k: int, filters: Filters, exclude_seen: bool, explain: bool,
-        session_item_ids: tuple[str, ...], as_of: float | None = None,
-    ) -> tuple[Request, Result]:  # fmt: skip
+    @staticmethod
+    def _check_session(loaded: Loaded, session_item_ids: tuple[str, ...]) -> None:
         unknown = [item for item in session_item_ids if not loaded.live.knows_item(item)]
         if unknown:
             raise RequestError(f"context.session_item_ids: {unknown[:5]} not in the catalogue of version "
                                f"{loaded.version}")  # fmt: skip
-        started = time.perf_counter()
-        user, degraded = self.user_features(loaded, user_id)
-        as_of = loaded.as_of() if as_of is None else as_of
+
+    def _recommend(
+        self, loaded: Loaded, user_id: str, k: int, filters: Filters, exclude_seen: bool, explain: bool,
+        session_item_ids: tuple[str, ...], stored: tuple[dict[str, Any] | None, bool], as_of: float, started: float,
+    ) -> tuple[Request, Result]:  # fmt: skip
+        """``stored``: the online store's row (or None) and whether the store failed; the live log goes on top."""
+        user, degraded = stored
         if not degraded:
             user = loaded.live.user_features(user_id, user, as_of)
         fetch_ms = (time.perf_counter() - started) * 1000
@@ -447,20 +456,21 @@ class Runtime:
         return request, result
 
     def _score_in_shadow(
-        self, shadow: Loaded, request_id: str, user_id: str, k: int, filters: Filters, exclude_seen: bool,
-        session_item_ids: tuple[str, ...],
+        self, shadow: Loaded, request_id: str, request: Request, stored: tuple[dict[str, Any] | None, bool]
     ) -> None:  # fmt: skip
-        """Queue the challenger's answer to the same request (same serving clock); dropped when the queue is full."""
+        """Queue the challenger's answer to the same request — the same stored user row (the store is read once)
+        and serving clock; dropped (and counted) when the queue is full."""
         if not self._shadow_slots.acquire(blocking=False):
             self.metrics.shadow_dropped()
             return
-        as_of = self._current().as_of()
 
         def score() -> None:
             started = time.perf_counter()
             try:
-                request, result = self._recommend(shadow, user_id, k, filters, exclude_seen, False, session_item_ids,
-                                                  as_of)  # fmt: skip
+                user, degraded = stored
+                if not degraded and request.user_id is not None:
+                    user = shadow.live.user_features(request.user_id, user, request.as_of)
+                result = shadow.recommender.recommend(request, user, degraded=degraded)
                 self._logged(shadow, "recommend", request, result, started, request_id)
             except Exception:  # the shadow must never hurt the champion's answers
                 log.exception("shadow scoring of request %s failed", request_id)

@@ -241,7 +241,7 @@ class RecSys:
         with self._counted("events"):
             try:
                 return Accepted(**self.runtime.accept_events([e.model_dump() for e in events]))
-            except ValueError as error:
+            except RequestError as error:
                 raise _unprocessable(error) from error
 
     @bentoml.api
@@ -251,7 +251,7 @@ class RecSys:
         with self._counted("items"):
             try:
                 return Accepted(**self.runtime.accept_item_changes([i.model_dump() for i in items]))
-            except ValueError as error:
+            except RequestError as error:
                 raise _unprocessable(error) from error
 
     @bentoml.api
