@@ -85,6 +85,8 @@ def _response(version: str, result: Result, variant: str = "champion") -> Recomm
 
 
 K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
+LATEST_UNIX_SECONDS = 4_102_444_800.0
+"""2100-01-01: a bound every time field stays under (a wild value would be logged and then fail every replay)."""
 ID = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -94,7 +96,8 @@ class Event(BaseModel):
     user_id: ID
     item_id: ID
     event_type: Literal["view", "click", "add_to_cart", "purchase", "rating"]
-    timestamp: float | None = Field(default=None, description="Unix seconds; default: the serving clock now.")
+    timestamp: float | None = Field(default=None, ge=0, le=LATEST_UNIX_SECONDS,
+                                    description="Unix seconds; default: the serving clock now.")  # fmt: skip
     rating: float | None = Field(default=None, ge=0, le=10)
     request_id: str | None = Field(default=None, max_length=64, description="The list that led to it, if any "
                                    "(a /recommend or /search response's request_id).")  # fmt: skip
@@ -114,7 +117,8 @@ class ItemChange(BaseModel):
     description: str | None = Field(default=None, max_length=4000)
     category: str | None = Field(default=None, min_length=1, max_length=128)
     tags: str | None = Field(default=None, max_length=1000, description="'|'-separated labels (style, brand, ...)")
-    created_at: float | None = Field(default=None, description="Launch time, unix seconds; default: now.")
+    created_at: float | None = Field(default=None, ge=0, le=LATEST_UNIX_SECONDS,
+                                     description="Launch time, unix seconds; default: now.")  # fmt: skip
     price: float | None = Field(default=None, ge=0)
     in_stock: bool | None = None
 

@@ -87,6 +87,9 @@ def test_bad_live_input_is_422_and_logs_nothing(live, version, known_users, item
     post(api, "/events", {"events": []}, status=422)
     post(api, "/items", {"items": [{"item_id": "no-such-item", "price": 3.0}]}, status=422)  # new, without a title
     post(api, "/items", {"items": [{"item_id": str(items.index[0])}]}, status=422)  # changes nothing
+    wild = {"item_id": "new-x", "title": "X", "category": "c", "created_at": -6e16}  # found by the fuzz: once logged,
+    post(api, "/items", {"items": [wild]}, status=422)  # it failed every replay (out of pandas' datetime range)
+    post(api, "/events", {"events": [{**good, "timestamp": -6e16}]}, status=422)
     assert not log_path(settings.state_dir, version.dataset).exists() or logged(settings, version.dataset) == []
 
 
