@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import flow, task
 
@@ -21,9 +22,10 @@ from flows.registry import sync_champion_alias
 from flows.reranker import reranker_flow
 from flows.runtime import task_runner
 from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset, stage1_flow
+from models.data import columns as C
 from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
-from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE
+from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE, USER_SEEN_ITEMS
 from models.features.store import open_store
 from models.live.ingest import ingest_log, read_live_log, read_live_marker, write_live_marker
 from models.ranking.rules import RulesConfig
@@ -62,7 +64,8 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         (builder.path / "features").mkdir()
         items = pd.read_parquet(Path(snapshot_dir) / "item_features.parquet")
         items.drop(columns=[EVENT_TIMESTAMP]).to_parquet(builder.path / ITEM_TABLE, index=False)
-        catalog = pd.read_parquet(Path(dataset_dir) / "items.parquet", columns=list(CATALOG_COLUMNS))  # validated
+        columns = [*CATALOG_COLUMNS, C.TITLE]  # the title: for people (the explorer, examples), not for the rules
+        catalog = pd.read_parquet(Path(dataset_dir) / "items.parquet", columns=columns)  # validated
         catalog.to_parquet(builder.path / CATALOG_TABLE, index=False)
         spec = json.loads((Path(ranker_dir) / SPEC_FILE).read_text())
         snapshot = json.loads((Path(snapshot_dir) / SNAPSHOT_FILE).read_text())
@@ -81,6 +84,7 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
         users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
+        builder.add_section("explorer", {"example_users": example_users(users)})
 
         def gate(path: Path) -> None:
             rules = RulesConfig.from_settings(settings)
@@ -98,6 +102,17 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
     except BaseException:
         store.discard(builder)
         raise
+
+
+def example_users(users: pd.DataFrame, count: int = 6) -> list[str]:
+    """Known users to try in the explorer, from the most to the least active (evenly spread over the activity
+    ranking), so the examples show a long history and a short one."""
+    seen = users[USER_SEEN_ITEMS].map(len)
+    active = users.assign(seen=seen)[seen > 0].sort_values(["seen", C.USER_ID], ascending=[False, True])
+    if active.empty:
+        return []
+    picks = np.unique(np.linspace(0, len(active) - 1, num=min(count, len(active))).round().astype(int))
+    return [str(u) for u in active[C.USER_ID].to_numpy()[picks]]
 
 
 @task
