@@ -8,11 +8,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from models.data.contract import DataValidationError
 from models.data.datasets import DATASET_KINDS, load_dataset
 from models.data.tables import save_dataset
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def command_data(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,6 +120,59 @@ def command_quality(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("run_id", "run_id", "{}"),
+    ("start (UTC)", "start_time", "{:%Y-%m-%d %H:%M:%S}"),
+    ("ndcg@10 two-stage", "metrics.ndcg_at_10_two_stage", "{:.4f}"),
+    ("best peer", "tags.best_peer", "{}"),
+    ("ndcg@10 peer", "metrics.ndcg_at_10_best_peer", "{:.4f}"),
+    ("ratio", "metrics.two_stage_vs_peer_ndcg_ratio", "{:.2f}x"),
+    ("recall@500 merged", "metrics.recall_at_500_merged", "{:.4f}"),
+    ("K", "metrics.k_candidates", "{:.0f}"),
+    ("release", "tags.release", "{}"),
+    ("data", "tags.data_fingerprint", "{}"),
+)
+"""The ``runs`` table: header, column of ``mlflow.search_runs``' frame, format (a missing value prints as '-')."""
+
+
+def command_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """The re-ranker runs of a dataset's MLflow experiment, newest first, with their headline metrics side by side."""
+    database = settings.mlflow_dir / "mlflow.db"
+    if not database.exists():
+        print(f"no MLflow store at {database}: run the pipeline first", file=sys.stderr)
+        return 2
+    import mlflow
+
+    from flows.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(settings.mlflow_dir))
+    experiment = f"recsys-{args.dataset}"
+    if mlflow.get_experiment_by_name(experiment) is None:
+        print(f"no experiment '{experiment}' in {database}", file=sys.stderr)
+        return 2
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.stage = 'reranker'",
+                              order_by=["attributes.start_time DESC"], max_results=args.limit)  # fmt: skip
+    print(f"experiment '{experiment}' ({database}): {len(runs)} re-ranker run(s), newest first")
+    print(runs_table(runs))
+    return 0
+
+
+def runs_table(runs: pd.DataFrame) -> str:
+    """``mlflow.search_runs``' frame as a fixed-width text table (runs without a column's value show '-')."""
+
+    def cell(value: Any, form: str) -> str:
+        if value is None or (isinstance(value, float) and value != value):  # NaN: not logged by that run
+            return "-"
+        return form.format(value)
+
+    rows = [[header for header, _, _ in RUN_COLUMNS]]
+    for _, run in runs.iterrows():
+        rows.append([cell(run.get(column), form) for _, column, form in RUN_COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)  # fmt: skip
+
+
 def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
     methods = summary["methods"]
     print(f"\n=== pipeline on '{summary['dataset']}' finished in {seconds:.0f} s ===")
@@ -181,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("reports", type=Path, nargs="*", help="evaluation.json files (default: newest per dataset)")
     quality.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
     quality.set_defaults(handler=command_quality)
+    runs = commands.add_parser("runs", help="compare the re-ranker runs of a dataset's MLflow experiment")
+    runs.add_argument("--dataset", default="demo", help="the dataset's name (its experiment is recsys-<name>)")
+    runs.add_argument("--limit", type=int, default=20, help="newest runs shown")
+    runs.set_defaults(handler=command_runs)
     return parser
 
 

@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 
 from feature_repo.definitions import build_definitions
 from flows.common import CACHED, IO_RETRIES, code_fingerprint, slug, work_dir, work_key
-from flows.tracking import configure_mlflow
+from flows.tracking import configure_mlflow, log_dataset
 from models.data.tables import load_saved_dataset
 from models.features.snapshots import serving_snapshots
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE, ITEM_NUMERIC, ITEM_VIEW, USER_NUMERIC
@@ -88,13 +88,17 @@ def materialize_snapshot(snapshot_dir: str, dataset: str, settings: Settings) ->
 
 
 @task
-def log_feature_stats(snapshot_dir: str, counts: dict[str, int], freshness: dict[str, Any], dataset: str,
+def log_feature_stats(snapshot_dir: str, counts: dict[str, int], freshness: dict[str, Any], dataset_dir: str,
                       fingerprint: str, settings: Settings) -> str:  # fmt: skip
+    """One MLflow run for the serving snapshot: row counts, per-feature statistics and null shares; the dataset the
+    features were computed from is the run's input."""
+    dataset = Path(dataset_dir).name
     configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
     users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
     items = pd.read_parquet(Path(snapshot_dir) / "item_features.parquet")
     with mlflow.start_run(run_name="features") as run:
         mlflow.set_tags({"stage": "features", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
+        log_dataset(dataset_dir, fingerprint, context="features")
         mlflow.log_params({"online_store": settings.online_store, "feature_service": FEATURE_SERVICE,
                            "snapshot_time": freshness["snapshot_time"]})  # fmt: skip
         mlflow.log_metrics({f"offline_{k}": v for k, v in counts.items()})
@@ -118,7 +122,7 @@ def features_flow(dataset_dir: str, fingerprint: str, settings: Settings) -> dic
     apply_feature_repo(dataset, settings)
     counts = write_offline_store(snapshot_dir, dataset, settings)
     freshness = snapshot_freshness(snapshot_dir, settings)
-    run_id = log_feature_stats(snapshot_dir, counts, freshness, dataset, fingerprint, settings)
+    run_id = log_feature_stats(snapshot_dir, counts, freshness, dataset_dir, fingerprint, settings)
     rows = [{"view": view, "offline_rows": counts[key], "snapshot_time": freshness["snapshot_time"],
              "snapshot_age_hours": freshness["snapshot_age_hours"]}
             for view, key in (("user_features", "user_rows"), ("item_features", "item_rows"))]  # fmt: skip

@@ -18,7 +18,15 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, code_version, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
-from flows.tracking import configure_mlflow, figure_bar, figure_lines, log_figure, recall_curve_figure
+from flows.tracking import (
+    configure_mlflow,
+    figure_bar,
+    figure_lines,
+    log_dataset,
+    log_figure,
+    recall_curve_figure,
+    tracking_uri,
+)
 from models.data.tables import load_saved_dataset
 from models.evaluation.offline import evaluation_step
 from models.evaluation.release import release_decision
@@ -34,6 +42,7 @@ from models.training.impressions import LoggedLists
 from models.training.steps import holdout_ndcg, load_ranker, train_step, training_step
 
 DONE = "done.json"
+REPORT_FILE = "evaluation.json"
 
 
 def registered_model_name(settings: Settings, dataset: str) -> str:
@@ -119,20 +128,38 @@ def evaluate_reranker(
     return evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), Path(training_dir), settings)
 
 
+def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The numbers a reader compares runs by, as top-level metrics the runs table sorts on: NDCG@10 of the two
+    stages and of the best tuned peer (named by the run's ``best_peer`` tag), stage 1's merged Recall@500 and the
+    chosen K."""
+    peer = report["two_stage_vs_best_peer"]["peer"]
+    return {
+        "ndcg_at_10_two_stage": float(report["methods"]["two_stage"]["ndcg@10"]),
+        "ndcg_at_10_best_peer": float(report["methods"][peer]["ndcg@10"]),
+        "recall_at_500_merged": float(report["stage1_recall_all_k"]["merged"]["500"]),
+        "k_candidates": float(report["k_candidates"]),
+    }
+
+
 @task
 def log_and_register(
     report: dict[str, Any], comparison: dict[str, Any], training_dir: str, ranker_dir: str, fingerprint: str,
-    settings: Settings,
+    settings: Settings, dataset_dir: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One MLflow run: params, metrics, plots, the evaluation; register the model; the ``champion`` alias moves
-    only when the new ranker beats the champion on the same validation users (test is never used to choose)."""
+    """One MLflow run: the dataset as its input, params, headline and detailed metrics, plots; register the model;
+    the ``champion`` alias moves only when the new ranker beats the champion on the same validation users (test is
+    never used to choose). The evaluation report is added to the run once written (``log_report``)."""
     dataset = report["dataset"]
     configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
     ranker, _, section = load_ranker(Path(ranker_dir))
     training = json.loads((Path(training_dir) / DONE).read_text())
     name = registered_model_name(settings, dataset)
     with mlflow.start_run(run_name="reranker") as run:
-        mlflow.set_tags({"stage": "reranker", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
+        mlflow.set_tags({"stage": "reranker", "dataset": dataset, "data_fingerprint": fingerprint[:16],
+                         "best_peer": report["two_stage_vs_best_peer"]["peer"]})  # fmt: skip
+        if dataset_dir is not None:
+            log_dataset(dataset_dir, fingerprint, context="training")  # trained on it, evaluated on its test cut
+        mlflow.log_metrics(headline_metrics(report))
         mlflow.log_params({k: str(v)[:500] for k, v in settings_key(settings).items()})
         mlflow.log_params({"best_iteration": section["best_iteration"], "chosen_k_candidates": report["k_candidates"]})
         mlflow.log_metrics({f"training_{k}": v for k, v in training.items()})
@@ -146,7 +173,6 @@ def log_and_register(
         mlflow.log_metrics({"two_stage_vs_peer_ndcg_ratio": gain["ndcg@10_ratio"],
                             "two_stage_vs_peer_ci95_low": gain["ci95"][0], "two_stage_vs_peer_ci95_high": gain["ci95"][1]})  # fmt: skip
         mlflow.log_table(evaluation_table(report), "evaluation_table.json")
-        mlflow.log_dict(report, "evaluation.json")
         top = sorted(section["importance"].items(), key=lambda kv: -kv[1])[:25]
         log_figure(figure_bar(dict(top), "Feature importance (gain)"), "feature_importance.png")
         sweep = report["k_sweep"]["rows"]
@@ -190,9 +216,16 @@ def write_report(report: dict[str, Any], settings: Settings, run_name: str) -> P
     folder = settings.reports_dir / slug(report["dataset"]) / run_name
     public = {k: report[k] for k in ("dataset", "k_candidates", "served", "methods", "stage1_recall")}
     extra = {**{k: v for k, v in report.items() if k not in public}, "measured_with": code_version()}
-    path = folder / "evaluation.json"
+    path = folder / REPORT_FILE
     write_json({**public, "details": extra}, path)
     return path
+
+
+@task
+def log_report(run_id: str, path: str, settings: Settings) -> None:
+    """The written report file itself as the run's ``evaluation.json`` (its folder is named by the run, so it is
+    written once the run exists; artifacts can be added to a finished run)."""
+    MlflowClient(tracking_uri(settings.mlflow_dir)).log_artifact(run_id, path)
 
 
 @flow(name="reranker", log_prints=True)
@@ -211,12 +244,13 @@ def reranker_flow(
                                for name, by_k in report["stage1_recall_all_k"].items()}  # fmt: skip
     comparison = compare_with_champion(training_dir, ranker_dir, settings, force)
     report["champion"] = comparison
-    registration = log_and_register(report, comparison, training_dir, ranker_dir, fingerprint, settings)
+    registration = log_and_register(report, comparison, training_dir, ranker_dir, fingerprint, settings, dataset_dir)
     table = evaluation_table(report)
     rows = [dict(zip(table, values, strict=True)) for values in zip(*table.values(), strict=True)]
     create_table_artifact(rows, key=f"evaluation-{slug(report['dataset'])}",
                           description=f"NDCG@10 / Recall@10 / MAP@10 on {report['dataset']}, chosen K {report['k_candidates']}")  # fmt: skip
     path = write_report(report, settings, registration["run_id"])
+    log_report(registration["run_id"], str(path), settings)
     print(f"evaluation report: {path}")
     return {"report": report, "report_path": str(path), "ranker_dir": ranker_dir, "training_dir": training_dir,
             "registration": registration, "release": comparison["decision"]}  # fmt: skip

@@ -15,7 +15,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, IO_RETRIES, code_fingerprint, settings_key, slug, work_dir, work_key
-from flows.tracking import configure_mlflow
+from flows.tracking import configure_mlflow, log_dataset
 from models.data import columns as C
 from models.data.tables import dataset_fingerprint, load_saved_dataset
 from models.evaluation.tuning import tune_peers as tune_peer_params
@@ -93,11 +93,14 @@ def tune_peers(dataset_dir: str, fingerprint: str, config: dict[str, Any], setti
 
 
 @task
-def log_tuning_run(tuning: dict[str, Any], fingerprint: str, dataset: str, settings: Settings) -> str:
-    """One MLflow run for the search, each trial a child run (params, validation NDCG@10, seconds)."""
+def log_tuning_run(tuning: dict[str, Any], dataset_dir: str, fingerprint: str, settings: Settings) -> str:
+    """One MLflow run for the search, each trial a child run (params, validation NDCG@10, seconds); the dataset
+    searched on (its validation cut) is the run's input."""
+    dataset = Path(dataset_dir).name
     configure_mlflow(settings.mlflow_dir, f"recsys-{dataset}")
     with mlflow.start_run(run_name="tuning") as parent:
         mlflow.set_tags({"stage": "tuning", "dataset": dataset, "data_fingerprint": fingerprint[:16]})
+        log_dataset(dataset_dir, fingerprint, context="tuning")
         for peer, params in tuning["params"].items():
             mlflow.log_params({f"{peer}.{k}": v for k, v in params.items()})
         mlflow.log_metrics({f"{peer}_validation_ndcg_at_10": v for peer, v in tuning["validation_ndcg@10"].items()})
@@ -141,7 +144,7 @@ def stage1_flow(dataset_dir: str, settings: Settings) -> dict[str, Any]:
     fingerprint = fingerprint_dataset(dataset_dir)
     vectors = embed(dataset_dir, fingerprint, settings)
     tuning = tune_peers(dataset_dir, fingerprint, settings_key(settings), settings)
-    run_id = log_tuning_run(tuning, fingerprint, dataset, settings)
+    run_id = log_tuning_run(tuning, dataset_dir, fingerprint, settings)
     create_table_artifact(tuning_table(tuning), key=f"tuning-{slug(dataset)}",
                           description=f"Peers tuned on the validation cut of {dataset}")  # fmt: skip
     for row in tuning_table(tuning):

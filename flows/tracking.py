@@ -1,4 +1,5 @@
-"""MLflow helpers the flows share: where the tracking store lives, and the plots every run logs.
+"""MLflow helpers the flows share: where the tracking store lives, the dataset every run logs as its input, and
+the plots.
 
 The tracking URI is set by the caller (``configure_mlflow``) at the entry point, never at import time. Figures are
 ``matplotlib.figure.Figure`` objects drawn without pyplot, so no GUI backend is ever selected or needed.
@@ -6,12 +7,29 @@ The tracking URI is set by the caller (``configure_mlflow``) at the entry point,
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import infer_signature
+from mlflow.types import ColSpec, Schema
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+"""The MLflow 3 UI opens an experiment without this tag in GenAI mode (traces, judges); with it, in model-training
+mode (runs table, metrics, compare)."""
+
+DIGEST_CHARS = 16
+"""A dataset input's digest is the data fingerprint cut to the length the runs' ``data_fingerprint`` tag uses (MLflow
+stores at most 36 characters)."""
 
 
 def tracking_uri(mlflow_dir: Path) -> str:
@@ -25,11 +43,62 @@ def configure_mlflow(mlflow_dir: Path, experiment: str) -> str:
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is None:
         artifacts = (mlflow_dir / "artifacts" / experiment).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifacts)
+        experiment_id = mlflow.create_experiment(
+            experiment, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+        )
     else:
         experiment_id = existing.experiment_id
+        if EXPERIMENT_KIND_TAG not in existing.tags:  # created before the tag was set: the UI would open GenAI mode
+            MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
+
+
+class SavedDataset(MetaDataset):
+    """A saved dataset folder as an MLflow dataset: described from the interactions table's Parquet footer (schema,
+    row count), so logging it reads no rows and copies nothing — the data stays where the flows read it."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        folder = Path(folder).resolve()
+        footer = pq.ParquetFile(folder / "interactions.parquet")
+        self._rows = footer.metadata.num_rows
+        self._columns = footer.metadata.num_columns
+        self._counts = {t: pq.read_metadata(folder / f"{t}.parquet").num_rows for t in ("items", "users")}
+        with warnings.catch_warnings():  # MLflow registers its local source under two schemes and warns about it
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(str(folder))
+        super().__init__(source, name=folder.name, digest=fingerprint[:DIGEST_CHARS], schema=table_schema(footer))
+
+    @property
+    def profile(self) -> dict[str, int]:
+        return {"num_rows": self._rows, "num_elements": self._rows * self._columns, **self._counts}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+
+def table_schema(footer: pq.ParquetFile) -> Schema:
+    """The MLflow schema of a Parquet table from its footer: column types from the Arrow schema, ``required`` from
+    the row groups' null counts (a column whose statistics are missing reads as optional)."""
+    inferred = infer_signature(footer.schema_arrow.empty_table().to_pandas()).inputs
+    metadata = footer.metadata
+    nulls: dict[str, int | None] = {}
+    for group in range(metadata.num_row_groups):
+        for index in range(metadata.num_columns):
+            chunk = metadata.row_group(group).column(index)
+            stats = chunk.statistics if chunk.is_stats_set else None
+            count = stats.null_count if stats is not None and stats.has_null_count else None
+            so_far = nulls.get(chunk.path_in_schema, 0)
+            nulls[chunk.path_in_schema] = None if so_far is None or count is None else so_far + count
+    return Schema([ColSpec(spec.type, spec.name, required=nulls.get(str(spec.name)) == 0) for spec in inferred.inputs])
+
+
+def log_dataset(dataset_dir: str | Path, fingerprint: str, context: str) -> SavedDataset:
+    """Log the saved dataset as the active run's input: name (the dataset's), digest (its data fingerprint, so two
+    runs on the same data show the same digest), source (the saved folder), schema and row count."""
+    dataset = SavedDataset(Path(dataset_dir), fingerprint)
+    mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 def flat_metrics(prefix: str, values: Mapping[str, Mapping[Any, float]]) -> dict[str, float]:
