@@ -15,14 +15,15 @@ PORT ?= 3000
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(INSTALLED): requirements.lock pyproject.toml
+# requirements-dev.lock: the runtime lock (requirements.lock, what the bento installs) + the dev and bench extras
+$(INSTALLED): requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-setup: $(INSTALLED) ## create .venv and install the locked environment (CPU torch)
+setup: $(INSTALLED) ## create .venv and install the locked environment with the dev and bench tools (CPU torch)
 
 demo: setup ## set up, run the pipeline on the demo catalog, print the summary, serve it on localhost:$(PORT)
 	PORT=$(PORT) bash scripts/demo.sh
@@ -63,7 +64,7 @@ lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff format --check models flows serving feature_repo tests bench
 	$(VENV)/bin/mypy models flows serving
 
-lock: ## recompile requirements.lock from pyproject.toml (CPU torch: no nvidia-*/triton pins)
+lock: ## recompile requirements.lock (runtime) and requirements-dev.lock (+ dev, bench) with uv (CPU torch: no CUDA pins)
 	bash scripts/lock.sh
 
 clean-state: ## delete all runtime state under $(STATE)
