@@ -35,6 +35,17 @@ from models.recommender.versions import CHALLENGER, VersionStore, choose_namespa
 from models.settings import Settings
 from models.text.encoders import make_encoder
 from models.text.model import TextEncoder
+from serving.explore import (
+    Exploration,
+    ExplorerInfo,
+    ItemView,
+    Titles,
+    describe_ids,
+    history_view,
+    results_view,
+    rules_view,
+    stage1_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +100,8 @@ class Loaded:
     """Every list this process serves from this version (flushed in the background and when swapped out)."""
     role: str = "champion"
     """The variant its lists are: champion, challenger (split mode) or shadow."""
+    titles: Titles = field(default_factory=lambda: Titles({}))
+    """Item titles, for the explorer (people read titles; the rules never do)."""
 
     @property
     def version(self) -> str:
@@ -128,7 +141,7 @@ def load_version(
     impressions = ImpressionLog(folder, recommender.spec.names, settings.impressions_flush_rows,
                                 settings.impressions_retention_days)  # fmt: skip
     return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log, impressions,
-                  role)  # fmt: skip
+                  role, Titles.of_version(path))  # fmt: skip
 
 
 def _log_and_apply(loaded: Loaded, kind: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -482,6 +495,55 @@ class Runtime:
             self._shadow.submit(score)
         except RuntimeError:  # shutting down
             self._shadow_slots.release()
+
+    # ---- the explorer ----------------------------------------------------------------------------------------
+    def explore(
+        self, user_id: str, k: int, filters: Filters, exclude_seen: bool, session_item_ids: tuple[str, ...],
+        per_source: int,
+    ) -> Exploration:  # fmt: skip
+        """What each stage did for this user's list, from the variant the user is served. The same steps as
+        ``recommend`` on one recommender (a live item change between them cannot mix two catalogues); the list is
+        not logged as an impression: a person inspecting it is not a customer who saw it."""
+        challenger = self.challenger
+        split = self.variant_for(user_id) == CHALLENGER_VARIANT and challenger is not None
+        loaded = challenger if split and challenger is not None else self._current()
+        self._check_session(loaded, session_item_ids)
+        recommender = loaded.recommender
+        as_of = loaded.as_of()
+        started = time.perf_counter()
+        user, degraded = self.user_features(loaded, user_id)
+        if not degraded:
+            user = loaded.live.user_features(user_id, user, as_of)
+        fetch_ms = (time.perf_counter() - started) * 1000
+        request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, exclude_seen=exclude_seen,
+                          explain=True, session_item_ids=session_item_ids)  # fmt: skip
+        retrieval = recommender.retrieve(request, user, degraded)
+        result = recommender.recommend(request, user, degraded)
+        return Exploration(
+            namespace=str(self.settings.namespace), version=loaded.version, variant=loaded.role, user_id=user_id,
+            known_user=not retrieval.fallback and bool(retrieval.query.seen),
+            history=history_view(recommender, loaded.titles, retrieval, as_of),
+            stage1=stage1_view(recommender, loaded.titles, retrieval, per_source, as_of),
+            results=results_view(recommender, loaded.titles, retrieval, result, as_of),
+            rules=rules_view(result), fallback=result.fallback, degraded=result.degraded,
+            timings_ms={name: round(ms, 3) for name, ms in {"user_features": fetch_ms, **result.timings_ms}.items()},
+        )  # fmt: skip
+
+    def explorer_info(self) -> ExplorerInfo:
+        """What the explorer page offers to try: example users, the categories to filter by."""
+        loaded = self._current()
+        catalog = loaded.recommender.catalog
+        return ExplorerInfo(
+            namespace=str(self.settings.namespace), version=loaded.version, dataset=loaded.dataset,
+            items=len(catalog.item_ids), k_candidates=loaded.recommender.k_candidates,
+            example_users=[str(u) for u in loaded.manifest.get("explorer", {}).get("example_users", [])],
+            categories=sorted({str(c) for c in catalog.categories}),
+        )  # fmt: skip
+
+    def describe_items(self, item_ids: list[str]) -> list[ItemView]:
+        """Titles, categories, prices and stock of the items named (unknown ids left out)."""
+        loaded = self._current()
+        return describe_ids(loaded.recommender, loaded.titles, item_ids, loaded.as_of())
 
     def search(self, query: str, k: int, user_id: str | None, filters: Filters) -> tuple[Loaded, Result]:
         started = time.perf_counter()

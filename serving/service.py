@@ -27,6 +27,7 @@ from models.ranking.rules import Filters
 from models.recommender.request import Result
 from models.recommender.versions import STATE_MODEL
 from models.settings import Settings
+from serving.explore import Exploration, ExplorerInfo, ItemView
 from serving.metrics import PrometheusMetrics
 from serving.middleware import AdminToken, BodyLimit, JsonNotFound, ValidationErrorsAs422
 from serving.runtime import RequestError, Runtime
@@ -239,6 +240,38 @@ class RecSys:
             return _response(loaded.version, result)
 
     @bentoml.api
+    def explore(
+        self,
+        user_id: ID,
+        k: K = 10,
+        context: Context | None = None,
+        filters: RequestFilters | None = None,
+        exclude_seen: bool = True,
+        per_source: Annotated[int, Field(ge=1, le=50, description="Candidates shown per stage-1 source.")] = 10,
+    ) -> Exploration:
+        """What each stage did for this user's list (the /ui page draws it): history, stage-1 candidates per source,
+        the re-ranked list with its moves, feature contributions and rules, timings. Not logged as impressions."""
+        context = context or Context()
+        with self._counted("explore"):
+            try:
+                return self.runtime.explore(user_id, k, (filters or RequestFilters()).to_filters(), exclude_seen,
+                                            tuple(context.session_item_ids), per_source)  # fmt: skip
+            except RequestError as error:
+                raise _unprocessable(error) from error
+
+    @bentoml.api(route="/explore/info")
+    def explorer_info(self) -> ExplorerInfo:
+        """The served version, example users and the categories to filter by (for the /ui page)."""
+        return self.runtime.explorer_info()
+
+    @bentoml.api(route="/explore/items")
+    def describe_items(
+        self, item_ids: Annotated[list[ID], Field(min_length=1, max_length=100)]
+    ) -> list[ItemView]:  # fmt: skip
+        """Title, category, price and stock of each item named (unknown ids are left out)."""
+        return self.runtime.describe_items(item_ids)
+
+    @bentoml.api
     def events(self, events: Annotated[list[Event], Field(min_length=1, max_length=1000)]) -> Accepted:
         """Interactions as they happen: durably logged before the answer, visible to the next request on every
         worker within a second (the items become seen, recent items and category shares move)."""
@@ -287,6 +320,10 @@ class RecSys:
         return self.runtime.status()
 
 
+UI_DIR = Path(__file__).with_name("ui")
+"""The explorer page: plain HTML, CSS and JavaScript served by the service itself (no build step, no CDN)."""
+
+
 def _add_defences() -> None:
     """From the environment at import (a bento reads the same): the body limit first (a huge body is refused
     unread, token or not), then the admin token, then the JSON 404s and 422s."""
@@ -298,4 +335,11 @@ def _add_defences() -> None:
     RecSys.add_asgi_middleware(ValidationErrorsAs422)  # type: ignore[attr-defined]
 
 
+def _mount_explorer() -> None:
+    from starlette.staticfiles import StaticFiles
+
+    RecSys.mount_asgi_app(StaticFiles(directory=UI_DIR, html=True), path="/ui")  # type: ignore[attr-defined]
+
+
 _add_defences()
+_mount_explorer()

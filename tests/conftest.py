@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -74,11 +75,20 @@ def small_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Pat
 
 @pytest.fixture(scope="session")
 def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Any]]:
-    """The whole pipeline run once on the small demo catalog, in its own state folder: (settings, summary)."""
+    """The whole pipeline run once on the small demo catalog, in its own state folder: (settings, summary).
+
+    RECSYS_TEST_PUBLISHED_STATE=<folder> keeps that state between sessions (a developer's shortcut while iterating on
+    serving code: the pipeline runs only when the folder has no summary yet); CI never sets it."""
     from flows.pipeline import pipeline_flow
 
-    settings = small_settings(tmp_path_factory.mktemp("published-state"))
+    kept = os.environ.get("RECSYS_TEST_PUBLISHED_STATE")
+    state = Path(kept) if kept else tmp_path_factory.mktemp("published-state")
+    settings = small_settings(state)
+    summary_file = state / "published-summary.json"
+    if kept and summary_file.exists():
+        return settings.for_dataset("demo"), json.loads(summary_file.read_text())
     summary = pipeline_flow("demo", None, settings)
+    summary_file.write_text(json.dumps(summary, default=str))
     return settings.for_dataset("demo"), summary
 
 
