@@ -150,7 +150,7 @@ function renderResults(exploration) {
   const explain = $("explain").checked;
   const scale = Math.max(1e-9, ...exploration.results.flatMap((r) => Object.values(r.top_features).map(Math.abs)));
   for (const item of exploration.results) {
-    const row = el("li", { testid: "result-item", "data-item-id": item.item_id },
+    const row = el("li", { testid: "result-item", "data-item-id": item.item_id, "data-category": item.category },
       ...itemLine(item),
       el("div", { class: "meta" }, `score ${item.score.toFixed(4)}`, movement(item)),
       el("div", {}, ...Object.entries(item.sources).map(([name, s]) => el("span", { class: "chip" }, `${name} #${s.rank + 1}`))));
@@ -228,7 +228,7 @@ async function decorated(items) {
 function renderItems(list, items, testid) {
   list.replaceChildren();
   if (!items.length) list.append(el("li", { class: "meta" }, "nothing found"));
-  for (const item of items) list.append(el("li", { testid }, ...itemLine(item)));
+  for (const item of items) list.append(el("li", { testid, "data-item-id": item.item_id, "data-category": item.category }, ...itemLine(item)));
 }
 
 async function search(event) {
