@@ -23,7 +23,18 @@ print(load_saved_dataset(Settings().dataset_dir('demo')).interactions['user_id']
 request="curl -s -X POST http://127.0.0.1:$port/recommend -H 'Content-Type: application/json' -d '{\"user_id\": \"$user\", \"k\": 5}'"
 echo
 echo "try it:  $request"
-eval "$request" | .venv/bin/python -m json.tool
+eval "$request" | .venv/bin/python -c "
+import json, sys
+from models.settings import Settings; from models.data.tables import load_saved_dataset
+answer = json.load(sys.stdin)
+items = load_saved_dataset(Settings().dataset_dir('demo')).items.set_index('item_id')
+print(json.dumps(answer, indent=2))
+print(f'the list for $user, with titles (version {answer[\"version\"]}):')
+for rank, item in enumerate(answer['items'], 1):
+    row = items.loc[item['item_id']]
+    print(f'  {rank}. {item[\"item_id\"]}  {row[\"title\"]}  ({row[\"category\"]}, {row[\"price\"]:.2f})  score {item[\"score\"]:.3f}')
+"
 echo
+echo "explorer (history, stage-1 candidates, re-ranking, rules, search):  http://127.0.0.1:$port/ui/?user=$user"
 echo "demo ready after $((SECONDS - started)) s; serving until Ctrl-C (UIs: make ui)"
 wait $server
