@@ -3,7 +3,8 @@ is not needed), for the browser test and for the README's screenshots.
 
     python -m bench.browser --url http://127.0.0.1:3000 --out docs/img [--user u00644] [--token $RECSYS_ADMIN_TOKEN]
 
-writes ``explorer.png`` (a user's list, stage by stage) and ``explorer-search.png`` (search and similar items).
+writes ``explorer.png`` (a user's list, stage by stage), ``explorer-stage1.png`` (the stage-1 candidates per
+source) and ``explorer-search.png`` (search and similar items).
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def screenshots(base_url: str, out: Path, user: str | None, query: str | None) -
         page.get_by_test_id("example-user").first.wait_for(timeout=RESULTS_TIMEOUT_MS)
         user = user or page.get_by_test_id("example-user").first.inner_text()
         show_user(page, base_url, user)
-        list_shot = out / "explorer.png"
-        page.screenshot(path=list_shot, full_page=True)
+        list_shot, stage1_shot = out / "explorer.png", out / "explorer-stage1.png"
+        page.screenshot(path=list_shot)  # the viewport: controls, rules, timings, history and the re-ranked list
+        box = page.locator("#candidates-panel").bounding_box()
+        page.screenshot(path=stage1_shot, full_page=True, clip={**box, "height": min(box["height"], 760)})
         first = page.get_by_test_id("result-item").first.locator(".title").inner_text()
         page.get_by_test_id("search-input").fill(query or " ".join(first.split()[-2:]))
         page.get_by_test_id("search-submit").click()
@@ -91,7 +94,7 @@ def screenshots(base_url: str, out: Path, user: str | None, query: str | None) -
         page.locator(".columns").last.screenshot(path=search_shot)
         if console.errors:
             raise RuntimeError(f"the page reported errors: {console.errors}")
-    return [list_shot, search_shot]
+    return [list_shot, stage1_shot, search_shot]
 
 
 def main() -> None:
