@@ -47,16 +47,31 @@ def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def for_namespace(args: argparse.Namespace, settings: Settings) -> Settings | None:
+    """The settings of the namespace the command names (``--namespace``, else RECSYS_NAMESPACE, else the only one
+    published); None, with the reason on stderr, when there is no such namespace."""
+    from models.files import ArtifactError
+    from models.recommender.versions import choose_namespace
+
+    try:
+        namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
+    except ArtifactError as error:
+        print(error, file=sys.stderr)
+        return None
+    return settings.model_copy(update={"namespace": namespace})
+
+
 def command_release(args: argparse.Namespace, settings: Settings) -> int:
     """``promote`` / ``rollback``: move the namespace's ``current`` pointer (a running service follows within its
     reload interval, or at once on POST /reload) and the registry's ``champion`` alias with it."""
     from models.files import ArtifactError
-    from models.recommender.versions import VersionStore, choose_namespace
+    from models.recommender.versions import VersionStore
 
+    chosen = for_namespace(args, settings)
+    if chosen is None:
+        return 2
+    settings = chosen
     try:
-        settings = settings.model_copy(
-            update={"namespace": choose_namespace(settings.versions_root, args.namespace or settings.namespace)}
-        )
         store = VersionStore(settings.versions_dir)
         reason = args.reason or f"{args.command} from the command line"
         version = store.promote(reason) if args.command == "promote" else store.rollback(reason)
@@ -72,15 +87,13 @@ def command_release(args: argparse.Namespace, settings: Settings) -> int:
 
 def command_releases(args: argparse.Namespace, settings: Settings) -> int:
     """The namespace's pointers and its release history."""
-    from models.files import ArtifactError
-    from models.recommender.versions import CHALLENGER, CURRENT, PREVIOUS, VersionStore, choose_namespace
+    from models.recommender.versions import CHALLENGER, CURRENT, PREVIOUS, VersionStore
 
-    try:
-        namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
-    except ArtifactError as error:
-        print(error, file=sys.stderr)
+    chosen = for_namespace(args, settings)
+    if chosen is None:
         return 2
-    store = VersionStore(settings.versions_root / namespace)
+    namespace = str(chosen.namespace)
+    store = VersionStore(chosen.versions_dir)
     pointers = {name: (p.name if (p := store.pointed(name)) else None) for name in (CURRENT, CHALLENGER, PREVIOUS)}
     print(json.dumps({"namespace": namespace, **pointers, "history": store.releases()[-args.last :]}, indent=2))
     return 0
@@ -89,15 +102,12 @@ def command_releases(args: argparse.Namespace, settings: Settings) -> int:
 def command_variants(args: argparse.Namespace, settings: Settings) -> int:
     """Champion vs challenger from the namespace's impression and live logs: a table, then the comparison as JSON."""
     from flows.variants import compare_variants, load_variant_logs, variants_table
-    from models.files import ArtifactError
-    from models.recommender.versions import CHALLENGER, CURRENT, VersionStore, choose_namespace
+    from models.recommender.versions import CHALLENGER, CURRENT, VersionStore
 
-    try:
-        namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
-    except ArtifactError as error:
-        print(error, file=sys.stderr)
+    chosen = for_namespace(args, settings)
+    if chosen is None:
         return 2
-    settings = settings.model_copy(update={"namespace": namespace})
+    settings, namespace = chosen, str(chosen.namespace)
     store = VersionStore(settings.versions_dir)
     active = [p.name for p in (store.pointed(CURRENT), store.pointed(CHALLENGER)) if p is not None]
     shown, shadow, events = load_variant_logs(settings, namespace, active)
