@@ -1,7 +1,7 @@
 """The explorer page in a real browser: Playwright driving the system's Chromium (Playwright's own browser download
 is not needed), for the browser test and for the README's screenshots.
 
-    python -m bench.browser --url http://127.0.0.1:3000 --out docs/img [--user u00644] [--token $RECSYS_ADMIN_TOKEN]
+    RECSYS_ADMIN_TOKEN=… python -m bench.browser --url http://127.0.0.1:3000 --out docs/img [--user u00644]
 
 writes ``explorer.png`` (a user's list, stage by stage), ``explorer-stage1.png`` (the stage-1 candidates per
 source) and ``explorer-search.png`` (search and similar items).
@@ -57,9 +57,14 @@ def open_page(width: int = 1440, height: int = 1000) -> Iterator[tuple[Any, Cons
             browser.close()
 
 
-def show_user(page: Any, base_url: str, user: str) -> None:
+def open_explorer(page: Any, base_url: str, token: str | None) -> None:
+    """Open the page the way ``make demo`` prints it: the admin token in the address's fragment (never sent)."""
+    page.goto(f"{base_url}/ui/" + (f"#token={token}" if token else ""))
+
+
+def show_user(page: Any, base_url: str, user: str, token: str | None) -> None:
     """Open the explorer, ask for ``user``'s list, wait until it is drawn."""
-    page.goto(f"{base_url}/ui/")
+    open_explorer(page, base_url, token)
     page.get_by_test_id("example-user").first.wait_for(timeout=RESULTS_TIMEOUT_MS)
     page.get_by_test_id("user-input").fill(user)
     page.get_by_test_id("submit").click()
@@ -73,13 +78,13 @@ def wait_for_list(page: Any, user: str) -> None:
     )  # fmt: skip
 
 
-def screenshots(base_url: str, out: Path, user: str | None, query: str | None) -> list[Path]:
+def screenshots(base_url: str, out: Path, user: str | None, query: str | None, token: str | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     with open_page() as (page, console):
-        page.goto(f"{base_url}/ui/")
+        open_explorer(page, base_url, token)
         page.get_by_test_id("example-user").first.wait_for(timeout=RESULTS_TIMEOUT_MS)
         user = user or page.get_by_test_id("example-user").first.inner_text()
-        show_user(page, base_url, user)
+        show_user(page, base_url, user, token)
         list_shot, stage1_shot = out / "explorer.png", out / "explorer-stage1.png"
         page.screenshot(path=list_shot)  # the viewport: controls, rules, timings, history and the re-ranked list
         box = page.locator("#candidates-panel").bounding_box()
@@ -103,8 +108,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--user", help="default: the first example user the page offers")
     parser.add_argument("--query", help="search words (default: the last two words of the first item's title)")
+    parser.add_argument("--token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
+                        help="the service's admin token (default: RECSYS_ADMIN_TOKEN): /explore needs it")  # fmt: skip
     args = parser.parse_args()
-    for path in screenshots(args.url.rstrip("/"), args.out, args.user, args.query):
+    for path in screenshots(args.url.rstrip("/"), args.out, args.user, args.query, args.token):
         print(path)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from models.data import columns as C
+from models.live.log import ITEM, Record
 from models.recommender.bundle import CATALOG_TABLE
 from models.recommender.recommender import Recommender
 from models.recommender.request import Result, Retrieval
@@ -27,7 +28,7 @@ from models.recommender.request import Result, Retrieval
 log = logging.getLogger(__name__)
 
 HISTORY_SHOWN = 20
-"""The user's most recent items the view lists (the stage-1 query uses the same recent items)."""
+"""The user's most recent items the view lists (newest first; stage 1 queries with the user's recent list)."""
 
 
 class ItemView(BaseModel):
@@ -94,9 +95,10 @@ class ExplorerInfo(BaseModel):
 
 @dataclass(frozen=True)
 class Titles:
-    """Item titles of a published version (its catalogue table), for people; the rules never read them."""
+    """Item titles of a published version (its catalogue table) and of the items added live since, for people;
+    the rules never read them."""
 
-    by_item: Mapping[str, str]
+    by_item: dict[str, str]
 
     @classmethod
     def of_version(cls, version_dir: Path) -> Titles:
@@ -111,6 +113,12 @@ class Titles:
 
     def title(self, item_id: str) -> str:
         return self.by_item.get(item_id, item_id)
+
+    def learn(self, records: Iterable[Record]) -> None:
+        """Titles of new items from the live log (the overlay adds the items; a dict assignment is atomic)."""
+        for record in records:
+            if record.kind == ITEM and record.body.get(C.TITLE):
+                self.by_item.setdefault(str(record.body[C.ITEM_ID]), str(record.body[C.TITLE]))
 
 
 def describe(recommender: Recommender, titles: Titles, rows: Sequence[int], as_of: float) -> list[dict[str, Any]]:

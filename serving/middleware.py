@@ -200,3 +200,35 @@ class JsonNotFound:
             await send_json(send, 404, {"error": text, "path": scope.get("path", "")}, kept)
 
         await self.app(scope, receive, rewrite)
+
+
+EXPLORER_HEADERS = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+"""The explorer page may load and call nothing but this service (no CDN, no inline script), and no other site may
+frame it."""
+
+
+class PageHeaders:
+    """Add fixed headers to every response of the app it wraps (the explorer's static files)."""
+
+    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.app = app
+        self.headers = list(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.headers]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -136,18 +136,19 @@ def load_version(
     event_log = shared_log(settings, dataset)
     encode = (lambda texts: encoder.encode(texts)) if encoder is not None else None
     live = LiveOverlay(recommender, applied_seq=int(manifest.get("live", {}).get("ingested_seq", 0)), encode=encode)
-    catch_up(live, event_log)  # a restarted service replays what arrived after its version's data
+    titles = Titles.of_version(path)
+    catch_up(live, event_log, titles)  # a restarted service replays what arrived after its version's data
     folder = impressions_dir(settings, dataset) / SHADOW if role == SHADOW else impressions_dir(settings, dataset)
     impressions = ImpressionLog(folder, recommender.spec.names, settings.impressions_flush_rows,
                                 settings.impressions_retention_days)  # fmt: skip
     return Loaded(path, live, manifest, store, snapshot, published, user_feature_refs(store), event_log, impressions,
-                  role, Titles.of_version(path))  # fmt: skip
+                  role, titles)  # fmt: skip
 
 
 def _log_and_apply(loaded: Loaded, kind: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Append durably (the caller answers 200 only after this), then apply here at once; others tail the log."""
     seqs = loaded.log.append(kind, bodies)
-    catch_up(loaded.live, loaded.log)
+    catch_up(loaded.live, loaded.log, loaded.titles)
     return {"accepted": len(seqs), "last_seq": seqs[-1] if seqs else loaded.live.applied_seq}
 
 
@@ -165,11 +166,13 @@ def shared_log(settings: Settings, dataset: str) -> LiveLog:
         return _LOGS[key]
 
 
-def catch_up(live: LiveOverlay, event_log: LiveLog) -> int:
-    """Apply every logged record the overlay has not seen yet; returns how many."""
+def catch_up(live: LiveOverlay, event_log: LiveLog, titles: Titles | None = None) -> int:
+    """Apply every logged record the overlay has not seen yet (and keep new items' titles); returns how many."""
     applied = 0
     while records := event_log.read_after(live.applied_seq):
         live.apply(records)
+        if titles is not None:
+            titles.learn(records)
         applied += len(records)
     return applied
 
@@ -322,7 +325,7 @@ class Runtime:
                     if loaded is None:
                         continue
                     try:
-                        catch_up(loaded.live, loaded.log)
+                        catch_up(loaded.live, loaded.log, loaded.titles)
                     except Exception as error:  # a locked or unreadable log must not stop the tailer
                         log.warning("live log not applied: %s", error)
                     if loaded.impressions.due(self.settings.impressions_flush_seconds):
@@ -376,7 +379,7 @@ class Runtime:
         challenger = self.challenger
         if challenger is not None:
             try:  # the same log: the challenger sees the same user at once
-                catch_up(challenger.live, challenger.log)
+                catch_up(challenger.live, challenger.log, challenger.titles)
             except Exception:  # logged and acknowledged already: the challenger's trouble is not the caller's
                 log.exception("challenger %s did not apply the live log", challenger.version)
         return accepted
@@ -433,8 +436,7 @@ class Runtime:
         path and its list is logged under the same request id."""
         started = time.perf_counter()
         challenger = self.challenger
-        split = self.variant_for(user_id) == CHALLENGER_VARIANT and challenger is not None
-        loaded = challenger if split and challenger is not None else self._current()
+        loaded = self._serving(user_id)
         self._check_session(loaded, session_item_ids)
         stored = self.user_features(loaded, user_id)
         request, result = self._recommend(loaded, user_id, k, filters, exclude_seen, explain, session_item_ids,
@@ -445,6 +447,20 @@ class Runtime:
             shadowed = replace(request, explain=False)
             self._score_in_shadow(shadow, result.request_id, shadowed, stored)
         return loaded, result
+
+    def _serving(self, user_id: str) -> Loaded:
+        """The version whose list this user gets: the challenger for the user's arm in split mode, else the
+        champion."""
+        challenger = self.challenger
+        split = self.variant_for(user_id) == CHALLENGER_VARIANT and challenger is not None
+        return challenger if split and challenger is not None else self._current()
+
+    @staticmethod
+    def _user_row(loaded: Loaded, stored: tuple[dict[str, Any] | None, bool], user_id: str,
+                  as_of: float) -> dict[str, Any] | None:  # fmt: skip
+        """The online store's row with the live log's events on top (as stored when the store failed)."""
+        user, degraded = stored
+        return user if degraded else loaded.live.user_features(user_id, user, as_of)
 
     @staticmethod
     def _check_session(loaded: Loaded, session_item_ids: tuple[str, ...]) -> None:
@@ -458,9 +474,7 @@ class Runtime:
         session_item_ids: tuple[str, ...], stored: tuple[dict[str, Any] | None, bool], as_of: float, started: float,
     ) -> tuple[Request, Result]:  # fmt: skip
         """``stored``: the online store's row (or None) and whether the store failed; the live log goes on top."""
-        user, degraded = stored
-        if not degraded:
-            user = loaded.live.user_features(user_id, user, as_of)
+        user, degraded = self._user_row(loaded, stored, user_id, as_of), stored[1]
         fetch_ms = (time.perf_counter() - started) * 1000
         request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, exclude_seen=exclude_seen,
                           explain=explain, session_item_ids=session_item_ids)  # fmt: skip
@@ -504,16 +518,13 @@ class Runtime:
         """What each stage did for this user's list, from the variant the user is served. The same steps as
         ``recommend`` on one recommender (a live item change between them cannot mix two catalogues); the list is
         not logged as an impression: a person inspecting it is not a customer who saw it."""
-        challenger = self.challenger
-        split = self.variant_for(user_id) == CHALLENGER_VARIANT and challenger is not None
-        loaded = challenger if split and challenger is not None else self._current()
+        loaded = self._serving(user_id)
         self._check_session(loaded, session_item_ids)
         recommender = loaded.recommender
         as_of = loaded.as_of()
         started = time.perf_counter()
-        user, degraded = self.user_features(loaded, user_id)
-        if not degraded:
-            user = loaded.live.user_features(user_id, user, as_of)
+        stored = self.user_features(loaded, user_id)
+        user, degraded = self._user_row(loaded, stored, user_id, as_of), stored[1]
         fetch_ms = (time.perf_counter() - started) * 1000
         request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, exclude_seen=exclude_seen,
                           explain=True, session_item_ids=session_item_ids)  # fmt: skip

@@ -29,13 +29,14 @@ from models.recommender.versions import STATE_MODEL
 from models.settings import Settings
 from serving.explore import Exploration, ExplorerInfo, ItemView
 from serving.metrics import PrometheusMetrics
-from serving.middleware import AdminToken, BodyLimit, JsonNotFound, ValidationErrorsAs422
+from serving.middleware import EXPLORER_HEADERS, AdminToken, BodyLimit, JsonNotFound, PageHeaders, ValidationErrorsAs422
 from serving.runtime import RequestError, Runtime
 
 log = logging.getLogger(__name__)
 
-ADMIN_PATHS = frozenset({"/reload", "/promote", "/rollback", "/events", "/items"})
-"""Every endpoint that changes what the service serves or holds: they need the admin token."""
+ADMIN_PATHS = frozenset({"/reload", "/promote", "/rollback", "/events", "/items", "/explore"})
+"""Every endpoint that changes what the service serves or holds, and /explore (it shows a user's history): they
+need the admin token."""
 
 
 class Context(BaseModel):
@@ -250,7 +251,8 @@ class RecSys:
         per_source: Annotated[int, Field(ge=1, le=50, description="Candidates shown per stage-1 source.")] = 10,
     ) -> Exploration:
         """What each stage did for this user's list (the /ui page draws it): history, stage-1 candidates per source,
-        the re-ranked list with its moves, feature contributions and rules, timings. Not logged as impressions."""
+        the re-ranked list with its moves, feature contributions and rules, timings. Not logged as impressions.
+        Admin token: it shows the user's history."""
         context = context or Context()
         with self._counted("explore"):
             try:
@@ -262,14 +264,16 @@ class RecSys:
     @bentoml.api(route="/explore/info")
     def explorer_info(self) -> ExplorerInfo:
         """The served version, example users and the categories to filter by (for the /ui page)."""
-        return self.runtime.explorer_info()
+        with self._counted("explore-info"):
+            return self.runtime.explorer_info()
 
     @bentoml.api(route="/explore/items")
     def describe_items(
         self, item_ids: Annotated[list[ID], Field(min_length=1, max_length=100)]
     ) -> list[ItemView]:  # fmt: skip
         """Title, category, price and stock of each item named (unknown ids are left out)."""
-        return self.runtime.describe_items(item_ids)
+        with self._counted("explore-items"):
+            return self.runtime.describe_items(item_ids)
 
     @bentoml.api
     def events(self, events: Annotated[list[Event], Field(min_length=1, max_length=1000)]) -> Accepted:
@@ -336,9 +340,14 @@ def _add_defences() -> None:
 
 
 def _mount_explorer() -> None:
+    """The page, with a content security policy that lets it load and call nothing but this service."""
     from starlette.staticfiles import StaticFiles
 
-    RecSys.mount_asgi_app(StaticFiles(directory=UI_DIR, html=True), path="/ui")  # type: ignore[attr-defined]
+    if not (UI_DIR / "index.html").is_file():  # an install without the page still serves every endpoint
+        log.warning("%s not found: /ui is not served", UI_DIR / "index.html")
+        return
+    page = PageHeaders(StaticFiles(directory=UI_DIR, html=True), EXPLORER_HEADERS)
+    RecSys.mount_asgi_app(page, path="/ui")  # type: ignore[attr-defined]
 
 
 _add_defences()

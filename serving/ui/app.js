@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 let lastExploration = null;
 let lastRequest = null;
+let asked = 0; // the number of the latest /explore request: an older answer arriving late is not drawn
 
 // ---- small DOM helpers (textContent only: item titles are data, never markup) ----
 function el(tag, attrs = {}, ...children) {
@@ -12,7 +13,8 @@ function el(tag, attrs = {}, ...children) {
   for (const [key, value] of Object.entries(attrs)) {
     if (key === "class") node.className = value;
     else if (key === "testid") node.dataset.testid = value;
-    else if (key === "onclick") node.addEventListener("click", value);
+    else if (key === "onclick") node.addEventListener("click", (event) => { event.preventDefault(); value(event); });
+    else if (key === "width") node.style.width = value; // CSSOM, not a style attribute: the page's CSP allows no inline styles
     else node.setAttribute(key, value);
   }
   for (const child of children) {
@@ -68,12 +70,18 @@ function currentRequest() {
   };
 }
 
-async function explore(note = null) {
-  const request = currentRequest();
+async function explore(note = null, request = currentRequest()) {
   if (!request.user_id) { status("Enter a user id (or pick an example user).", true); return; }
+  if (!$("token").value.trim()) {
+    $("admin").open = true;
+    status("The explorer shows a user's history: enter the service's admin token (RECSYS_ADMIN_TOKEN) above.", true);
+    return;
+  }
+  const mine = ++asked;
   status(`Asking /explore for ${request.user_id}…`);
   try {
-    const exploration = await post("/explore", request);
+    const exploration = await post("/explore", request, true);
+    if (mine !== asked) return; // a newer request was sent meanwhile: its answer is the one to show
     const before = lastExploration && lastRequest && lastRequest.user_id === request.user_id ? lastExploration : null;
     lastExploration = exploration;
     lastRequest = request;
@@ -84,7 +92,7 @@ async function explore(note = null) {
       : `${exploration.history.length} recent items`;
     status(`${exploration.results.length} items for ${exploration.user_id} — ${who}.`);
   } catch (error) {
-    status(error.message, true);
+    if (mine === asked) status(error.message, true);
   }
 }
 
@@ -92,7 +100,7 @@ async function explore(note = null) {
 function itemLine(item) {
   const stock = item.in_stock ? null : el("span", { class: "out-of-stock" }, " · out of stock");
   return [
-    el("a", { class: "title", title: `items similar to ${item.item_id}`, onclick: () => similar(item) }, item.title),
+    el("a", { class: "title", href: "#", title: `items similar to ${item.item_id}`, onclick: () => similar(item) }, item.title),
     el("div", { class: "meta" }, `${item.item_id} · ${item.category} · ${price(item.price)}`, stock),
   ];
 }
@@ -121,7 +129,7 @@ function renderTimings(timings) {
   box.replaceChildren(el("span", {}, `Timings (${total.toFixed(1)} ms):`));
   for (const [stage, ms] of Object.entries(timings)) {
     const width = Math.max(2, Math.round((120 * ms) / Math.max(total, 1e-9)));
-    box.append(el("span", { class: "timing" }, el("span", { class: "bar", style: `width:${width}px` }),
+    box.append(el("span", { class: "timing" }, el("span", { class: "bar", width: `${width}px` }),
       `${stage} ${ms.toFixed(1)} ms`));
   }
 }
@@ -159,7 +167,7 @@ function renderResults(exploration) {
       for (const [name, value] of Object.entries(item.top_features)) {
         const width = Math.max(2, Math.round((100 * Math.abs(value)) / scale));
         features.append(el("span", {}, `${name} ${value >= 0 ? "+" : ""}${value.toFixed(3)}`),
-          el("span", { class: `bar ${value >= 0 ? "pos" : "neg"}`, style: `width:${width}px` }));
+          el("span", { class: `bar ${value >= 0 ? "pos" : "neg"}`, width: `${width}px` }));
       }
       row.append(features);
     }
@@ -183,7 +191,7 @@ function renderCandidates(exploration) {
     for (const c of candidates) {
       body.append(el("tr", { class: served.has(c.item_id) ? "served" : "", testid: "candidate" },
         el("td", {}, source), el("td", {}, c.rank + 1),
-        el("td", {}, el("a", { onclick: () => similar(c) }, c.title)),
+        el("td", {}, el("a", { href: "#", onclick: () => similar(c) }, c.title)),
         el("td", {}, c.category), el("td", {}, price(c.price)), el("td", {}, c.score.toFixed(4)),
         el("td", {}, c.fused_rank + 1)));
     }
@@ -212,7 +220,7 @@ async function record(item, eventType) {
   }
   try {
     await post("/events", { events: [{ user_id: lastExploration.user_id, item_id: item.item_id, event_type: eventType }] }, true);
-    await explore(`after a ${eventType} of “${item.title}”`);
+    await explore(`after a ${eventType} of “${item.title}”`, lastRequest); // the list the event was recorded on
   } catch (error) {
     status(error.message, true);
   }
@@ -260,12 +268,24 @@ async function similar(item) {
 }
 
 // ---- start ----
+function tokenFromAddress() {
+  // `make demo` prints the page's address with #token=…: a fragment never reaches a server or its logs; it is
+  // moved into this tab's storage and taken out of the address bar at once.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token) {
+    sessionStorage.setItem("recsys-admin-token", token);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+
 async function start() {
+  tokenFromAddress();
   $("token").value = sessionStorage.getItem("recsys-admin-token") || "";
   $("token").addEventListener("change", () => sessionStorage.setItem("recsys-admin-token", $("token").value));
   $("request").addEventListener("submit", (event) => { event.preventDefault(); explore(); });
   $("search-form").addEventListener("submit", search);
-  for (const id of ["category", "exclude-seen", "explain"]) $(id).addEventListener("change", () => { if (lastExploration) explore(); });
+  for (const id of ["category", "exclude-seen"]) $(id).addEventListener("change", () => { if (lastExploration) explore(); });
+  $("explain").addEventListener("change", () => { if (lastExploration) renderResults(lastExploration); });
   try {
     const info = await post("/explore/info", {});
     $("served").textContent = `${info.dataset} · namespace ${info.namespace} · version ${info.version} · ${info.items} items · K = ${info.k_candidates}`;

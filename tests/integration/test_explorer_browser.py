@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.browser import chromium_path, open_page, show_user, wait_for_list
+from bench.browser import chromium_path, open_explorer, open_page, show_user, wait_for_list
 from models.recommender.bundle import CATALOG_TABLE
 from models.settings import PROJECT_ROOT
 from serving.state import copy_serving_state
@@ -78,7 +78,8 @@ def ids_of(items: list[dict[str, str]]) -> list[str]:
 
 def test_a_users_list_renders_with_titles_and_stages(page, explorer, known_users, titles):
     user = next(iter(known_users))
-    show_user(page, explorer, user)
+    show_user(page, explorer, user, ADMIN_TOKEN)
+    assert "#token" not in page.url, "the token leaves the address bar at once"
     results = shown(page)
     assert len(results) == 10
     for item in results:
@@ -93,7 +94,7 @@ def test_a_users_list_renders_with_titles_and_stages(page, explorer, known_users
 
 def test_a_category_filter_changes_the_list(page, explorer, known_users, titles):
     user = list(known_users)[1]
-    show_user(page, explorer, user)
+    show_user(page, explorer, user, ADMIN_TOKEN)
     before = ids_of(shown(page))
     category = str(titles.loc[before[-1], "category"])
     page.get_by_test_id("category-filter").select_option(category)  # a change re-asks the service
@@ -109,7 +110,7 @@ def test_a_category_filter_changes_the_list(page, explorer, known_users, titles)
 
 
 def test_search_finds_an_item_by_its_title_and_opens_similar_items(page, explorer, titles):
-    page.goto(f"{explorer}/ui/")
+    open_explorer(page, explorer, None)  # search and similar items need no token
     page.get_by_test_id("example-user").first.wait_for()
     item_id, title = next((str(i), str(t)) for i, t in titles["title"].items() if len(str(t).split()) >= 3)
     page.get_by_test_id("search-input").fill(title)
@@ -124,10 +125,16 @@ def test_search_finds_an_item_by_its_title_and_opens_similar_items(page, explore
 
 def test_a_recorded_purchase_leaves_the_list(page, explorer, known_users):
     user = list(known_users)[2]
-    show_user(page, explorer, user)
+    open_explorer(page, explorer, None)
+    page.get_by_test_id("example-user").first.wait_for()
+    page.get_by_test_id("user-input").fill(user)
+    page.get_by_test_id("submit").click()
+    assert "admin token" in page.get_by_test_id("status").inner_text(), "without the token: say what is missing"
+    assert page.get_by_test_id("result-item").count() == 0
+    page.get_by_test_id("token-input").fill(ADMIN_TOKEN)  # the field the status pointed to
+    page.get_by_test_id("submit").click()
+    wait_for_list(page, user)
     before = ids_of(shown(page))
-    page.locator("#admin summary").click()
-    page.get_by_test_id("token-input").fill(ADMIN_TOKEN)
     page.get_by_test_id("result-item").first.get_by_test_id("event-purchase").click()
     page.get_by_test_id("change-note").wait_for(state="visible", timeout=60_000)
     after = ids_of(shown(page))
@@ -136,7 +143,7 @@ def test_a_recorded_purchase_leaves_the_list(page, explorer, known_users):
 
 
 def test_the_page_loads_clean_for_an_example_user(page, explorer):
-    page.goto(f"{explorer}/ui/")
+    open_explorer(page, explorer, ADMIN_TOKEN)
     example = page.get_by_test_id("example-user").first
     example.wait_for()
     user = example.inner_text()

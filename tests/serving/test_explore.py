@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from models.live.impressions import impressions_dir, read_impressions
 from tests.serving.support import AsgiService
 
 UNKNOWN_USER = "no-such-user"
@@ -125,13 +126,29 @@ def test_items_are_described_and_unknown_ids_left_out(api, catalogue):
     assert [d["title"] for d in described] == catalogue.loc[ids, "title"].tolist()
 
 
-def test_exploring_logs_no_impression(api, known_users):
-    impressions = api.instance.runtime.loaded.impressions
-    api.instance.runtime.flush_impressions()
-    post(api, "/explore", {"user_id": next(iter(known_users))})
-    assert impressions._rows == [], "a person inspecting a list is not a customer who saw it"
-    post(api, "/recommend", {"user_id": next(iter(known_users))})
-    assert impressions._rows, "while /recommend is logged"
+def test_exploring_logs_no_impression(api, version, known_users):
+    runtime = api.instance.runtime
+    folder = impressions_dir(version.settings, version.dataset)
+
+    def logged_rows() -> int:
+        runtime.flush_impressions()
+        return len(read_impressions(folder)[0]) if folder.exists() else 0
+
+    before = logged_rows()
+    post(api, "/explore", {"user_id": next(iter(known_users)), "k": 4})
+    assert logged_rows() == before, "a person inspecting a list is not a customer who saw it"
+    post(api, "/recommend", {"user_id": next(iter(known_users)), "k": 4})
+    assert logged_rows() == before + 4, "while /recommend is logged"
+
+
+def test_explore_needs_the_admin_token(api, known_users):
+    user = next(iter(known_users))
+    bare = api.client.post("/explore", json={"user_id": user}, headers={"Authorization": ""})
+    assert bare.status_code == 401, "it shows a user's history"
+    wrong = api.client.post("/explore", json={"user_id": user}, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 403
+    for path, body in (("/explore/info", {}), ("/explore/items", {"item_ids": ["x"]})):  # the catalogue is public
+        assert api.client.post(path, json=body, headers={"Authorization": ""}).status_code == 200
 
 
 def test_the_page_and_its_assets_are_served_offline(api):
@@ -146,4 +163,6 @@ def test_the_page_and_its_assets_are_served_offline(api):
         assert response.status_code == 200 and response.text
         assert not re.search(r"https?://", response.text), f"{asset} must not load anything from the network"
     assert not re.search(r"(?:src|href)=\"https?://", page.text)
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy, "no CDN, no inline script"
     assert api.client.get("/ui/no-such-file.js").status_code == 404

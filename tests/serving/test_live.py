@@ -107,9 +107,12 @@ def test_a_new_item_is_found_by_search_and_similar_and_survives_a_restart(live, 
     similar = post(api, "/similar", {"item_id": "live-new-1", "k": 5})
     assert len(similar["items"]) == 5 and "live-new-1" not in [i["item_id"] for i in similar["items"]]
     post(api, "/events", {"events": [{"user_id": user, "item_id": "live-new-1", "event_type": "click"}]})
+    described = post(api, "/explore/items", {"item_ids": ["live-new-1"]})  # the explorer shows its title
+    assert [(d["title"], d["category"], d["price"]) for d in described] == [(new["title"], "footwear", 89.0)]
     with asgi_service(settings.state_dir, metrics=False) as restarted:
         again = post(restarted, "/search", {"query": "Zorbix quantum waterproof hiking boot", "k": 5})
         assert "live-new-1" in [i["item_id"] for i in again["items"]]
+        assert post(restarted, "/explore/items", {"item_ids": ["live-new-1"]})[0]["title"] == new["title"]
 
 
 def test_a_new_item_needs_a_title_and_category(live):

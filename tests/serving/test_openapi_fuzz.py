@@ -20,16 +20,7 @@ from tests.serving.support import AsgiService, asgi_service, copy_serving_state
 
 MAX_EXAMPLES = 40  # per endpoint, mode and token; about a second each here
 KNOWN_ID_FIELDS = {"/recommend": "user_id", "/similar": "item_id", "/search": "user_id", "/explore": "user_id"}
-PATHS = [
-    "/recommend",
-    "/similar",
-    "/search",
-    "/version",
-    "/explore",
-    "/explore/info",
-    "/explore/items",
-    *sorted(ADMIN_PATHS),
-]
+PATHS = ["/recommend", "/similar", "/search", "/version", "/explore/info", "/explore/items", *sorted(ADMIN_PATHS)]
 RELEASES = {"/promote", "/rollback"}
 """Answer 409 when there is no challenger or previous version: a refusal, not a failure."""
 
