@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,13 +84,26 @@ def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
 
     kept = os.environ.get("RECSYS_TEST_PUBLISHED_STATE")
     state = Path(kept) if kept else tmp_path_factory.mktemp("published-state")
-    settings = small_settings(state)
     summary_file = state / "published-summary.json"
+    code = pipeline_code()
     if kept and summary_file.exists():
-        return settings.for_dataset("demo"), json.loads(summary_file.read_text())
-    summary = pipeline_flow("demo", None, settings)
+        summary = json.loads(summary_file.read_text())
+        if summary.get("pipeline_code") == code:
+            return small_settings(state).for_dataset("demo"), summary
+        shutil.rmtree(state)  # built by other library, feature or flow code: build it again
+    settings = small_settings(state)
+    summary = {**pipeline_flow("demo", None, settings), "pipeline_code": code}
     summary_file.write_text(json.dumps(summary, default=str))
     return settings.for_dataset("demo"), summary
+
+
+def pipeline_code() -> str:
+    """A digest of everything a published version depends on: the library, the feature repository, the flows."""
+    digest = hashlib.sha256()
+    files = [file for folder in ("models", "feature_repo", "flows") for file in PROJECT_ROOT.glob(f"{folder}/**/*.py")]
+    for file in sorted(files):
+        digest.update(file.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @pytest.fixture

@@ -8,11 +8,16 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
 import pytest
 from bentoml.exceptions import ServiceUnavailable
+
+from models.settings import PROJECT_ROOT
+from tests.serving.support import free_port
 
 STARTUP_FAILED = ("Initializing service error", "Application startup failed")
 """What BentoML logs when the service's ``__init__`` raises; it then restarts the worker, again and again."""
@@ -74,3 +79,43 @@ def wait_until_ready(process: subprocess.Popen, url: str, log: Path) -> bentoml.
         except ServiceUnavailable:
             if time.monotonic() > deadline:
                 pytest.fail(f"{url} not ready after {READY_TIMEOUT} s:\n{tail(log)}")
+
+
+SERVE = PROJECT_ROOT / "scripts" / "serve.sh"
+
+
+@dataclass
+class Served:
+    url: str
+    client: bentoml.SyncHTTPClient
+    process: subprocess.Popen
+    log: Path
+
+
+@contextlib.contextmanager
+def served(state_dir: Path, home: Path, **environment: str | None) -> Iterator[Served]:
+    """``scripts/serve.sh`` (``make serve``) on ``state_dir``, on a free port and in its own process group, started
+    from ``home`` (the script moves to the repo root itself) with ``home`` as BentoML's home; yielded once ready and
+    ended whatever happens. ``environment``: more variables (a None value removes one); version reloads happen on
+    request unless RECSYS_RELOAD_INTERVAL_SECONDS says otherwise."""
+    port = free_port()
+    env = {**os.environ, "RECSYS_STATE_DIR": str(state_dir), "RECSYS_RELOAD_INTERVAL_SECONDS": "3600",
+           "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "PORT": str(port)}  # fmt: skip
+    for name, value in environment.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    log = home / f"serve-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(["bash", str(SERVE)], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        client = wait_until_ready(process, url, log)
+        try:
+            yield Served(url, client, process, log)
+        finally:
+            client.close()
+    finally:
+        stop(process)

@@ -5,58 +5,22 @@ plain HTTP; the server's process group is ended at teardown whatever happened.""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import bentoml
 import httpx
 import pytest
 from bentoml.exceptions import NotFound
 
-from models.settings import PROJECT_ROOT
-from tests.integration.processes import stop, tail, wait_until_ready
-from tests.serving.support import free_port
+from tests.integration.processes import Served, served, stop, tail
 
 pytestmark = pytest.mark.integration
 
-SERVE = PROJECT_ROOT / "scripts" / "serve.sh"
-
-
-@dataclass
-class Server:
-    url: str
-    client: bentoml.SyncHTTPClient
-    process: subprocess.Popen
-    log: Path
-
 
 @pytest.fixture(scope="module")
-def server(version, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("bentoml-home")
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECSYS_STATE_DIR": str(version.settings.state_dir),
-        "RECSYS_RELOAD_INTERVAL_SECONDS": "3600",
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PORT": str(port),
-    }
-    log = home / "serve.log"
-    with open(log, "wb") as out:  # started from elsewhere: the script moves to the repo root itself
-        process = subprocess.Popen(["bash", str(SERVE)], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    try:
-        client = wait_until_ready(process, f"http://127.0.0.1:{port}", log)
-        try:
-            yield Server(f"http://127.0.0.1:{port}", client, process, log)
-        finally:
-            client.close()
-    finally:
-        stop(process)
+def server(version, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with served(version.settings.state_dir, tmp_path_factory.mktemp("bentoml-home")) as started:
+        yield started
 
 
 def as_dict(answer: Any) -> dict[str, Any]:

@@ -6,9 +6,7 @@ shows per-variant counts, stage latencies and the served version."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import threading
 import time
 import warnings
@@ -18,15 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.settings import PROJECT_ROOT, Settings
+from models.settings import Settings
 from serving.state import copy_serving_state
 from tests.conftest import ADMIN_HEADERS
-from tests.integration.processes import stop, wait_until_ready
-from tests.serving.support import free_port, publish_copy
+from tests.integration.processes import served
+from tests.serving.support import publish_copy
 
 pytestmark = pytest.mark.integration
 
-SERVE = PROJECT_ROOT / "scripts" / "serve.sh"
 MAX_BODY = 64 * 1024
 
 
@@ -58,27 +55,9 @@ def corrupt_user(state: Settings, known_users) -> str:
 @pytest.fixture(scope="module")
 def url(state: Settings, corrupt_user: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("bentoml-home")
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECSYS_STATE_DIR": str(state.state_dir),
-        "RECSYS_RELOAD_INTERVAL_SECONDS": "0.5",
-        "RECSYS_SERVE_WORKERS": "2",
-        "RECSYS_MAX_BODY_BYTES": str(MAX_BODY),
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PORT": str(port),
-    }
-    env.pop("RECSYS_HOST", None)
-    log = home / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(["bash", str(SERVE)], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}", log).close()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with served(state.state_dir, home, RECSYS_RELOAD_INTERVAL_SECONDS="0.5", RECSYS_SERVE_WORKERS="2",
+                RECSYS_MAX_BODY_BYTES=str(MAX_BODY), RECSYS_HOST=None) as started:  # fmt: skip
+        yield started.url
 
 
 def post(url: str, path: str, body: object = None, **kwargs: object) -> httpx.Response:

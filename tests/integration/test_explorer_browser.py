@@ -5,8 +5,6 @@ the item out of the list. Skipped where Chromium is not installed (.ci/run insta
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +14,9 @@ import pytest
 
 from bench.browser import chromium_path, open_explorer, open_page, show_user, wait_for_list
 from models.recommender.bundle import CATALOG_TABLE
-from models.settings import PROJECT_ROOT
 from serving.state import copy_serving_state
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.processes import stop, wait_until_ready
-from tests.serving.support import free_port
+from tests.integration.processes import served
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,20 +30,8 @@ def explorer(version, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     untouched); yields the service's URL."""
     root = tmp_path_factory.mktemp("explorer")
     copy = copy_serving_state(version.settings, root / "state")
-    port = free_port()
-    env = {**os.environ, "RECSYS_STATE_DIR": str(copy.state_dir), "RECSYS_RELOAD_INTERVAL_SECONDS": "3600",
-           "BENTOML_HOME": str(root / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", "PORT": str(port),
-           "RECSYS_SERVE_WORKERS": "1"}  # fmt: skip
-    log = root / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(["bash", str(PROJECT_ROOT / "scripts" / "serve.sh")], cwd=root, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # fmt: skip
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}", log).close()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with served(copy.state_dir, root, RECSYS_SERVE_WORKERS="1") as started:
+        yield started.url
 
 
 @pytest.fixture(scope="module")

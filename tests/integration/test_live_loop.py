@@ -21,38 +21,19 @@ import psutil
 import pytest
 
 from models.live.log import log_path
-from models.settings import PROJECT_ROOT
 from tests.conftest import ADMIN_HEADERS
-from tests.integration.processes import stop, wait_until_ready
-from tests.serving.support import copy_serving_state, free_port
+from tests.integration.processes import served
+from tests.serving.support import copy_serving_state
 
 pytestmark = pytest.mark.integration
 
-SERVE = PROJECT_ROOT / "scripts" / "serve.sh"
 VISIBLE_WITHIN_SECONDS = 1.0
 
 
 @contextmanager
 def serving(state: Path, home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "RECSYS_STATE_DIR": str(state),
-        "RECSYS_RELOAD_INTERVAL_SECONDS": "3600",
-        "RECSYS_SERVE_WORKERS": "2",
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PORT": str(port),
-    }
-    log = home / f"serve-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(["bash", str(SERVE)], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}", log).close()
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        stop(process)
+    with served(state, home, RECSYS_SERVE_WORKERS="2") as started:
+        yield started.url, started.process
 
 
 def fresh_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
