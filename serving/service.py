@@ -90,6 +90,8 @@ K = Annotated[int, Field(ge=1, le=100, description="How many items to return.")]
 LATEST_UNIX_SECONDS = 4_102_444_800.0
 """2100-01-01: a bound every time field stays under (a wild value would be logged and then fail every replay)."""
 ID = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_PRICE = 1e9
+"""Prices above this are refused: the item table holds float32 (a wild price would become infinity there)."""
 
 
 class Event(BaseModel):
@@ -121,7 +123,7 @@ class ItemChange(BaseModel):
     tags: str | None = Field(default=None, max_length=1000, description="'|'-separated labels (style, brand, ...)")
     created_at: float | None = Field(default=None, ge=0, le=LATEST_UNIX_SECONDS,
                                      description="Launch time, unix seconds; default: now.")  # fmt: skip
-    price: float | None = Field(default=None, ge=0)
+    price: float | None = Field(default=None, ge=0, le=MAX_PRICE)
     in_stock: bool | None = None
 
     @model_validator(mode="after")

@@ -90,6 +90,8 @@ def test_bad_live_input_is_422_and_logs_nothing(live, version, known_users, item
     wild = {"item_id": "new-x", "title": "X", "category": "c", "created_at": -6e16}  # found by the fuzz: once logged,
     post(api, "/items", {"items": [wild]}, status=422)  # it failed every replay (out of pandas' datetime range)
     post(api, "/events", {"events": [{**good, "timestamp": -6e16}]}, status=422)
+    huge = {"item_id": str(items.index[0]), "price": 1e300}  # found by the fuzz: infinity in the float32 item table
+    assert "price" in str(post(api, "/items", {"items": [huge]}, status=422))
     assert not log_path(settings.state_dir, version.dataset).exists() or logged(settings, version.dataset) == []
 
 
