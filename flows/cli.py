@@ -153,17 +153,19 @@ def command_runs(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     import mlflow
 
-    from flows.tracking import tracking_uri
+    from flows.tracking import experiment_url, tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(settings.mlflow_dir))
     experiment = f"recsys-{args.dataset}"
-    if mlflow.get_experiment_by_name(experiment) is None:
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
         print(f"no experiment '{experiment}' in {database}", file=sys.stderr)
         return 2
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.stage = 'reranker'",
                               order_by=["attributes.start_time DESC"], max_results=args.limit)  # fmt: skip
     print(f"experiment '{experiment}' ({database}): {len(runs)} re-ranker run(s), newest first")
     print(runs_table(runs))
+    print(f"in the MLflow UI (make ui): {experiment_url(found.experiment_id)}")
     return 0
 
 
@@ -213,7 +215,12 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
             f"bento: {summary['bento']}  (BENTOML_HOME={os.environ.get('BENTOML_HOME')}; `bentoml serve {summary['bento']}`)"
         )
     print(f"evaluation report: {summary['report_path']}")
-    print(f"UIs: make ui  (Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000; state in {settings.state_dir})")
+    from flows.tracking import MLFLOW_UI, experiment_links
+
+    links = [link.split(": ", 1)[1] for link in experiment_links(settings.mlflow_dir)
+             if link.startswith(f"recsys-{summary['dataset']}: ")]  # fmt: skip
+    mlflow_url = links[0] if links else MLFLOW_UI
+    print(f"UIs: make ui  (Prefect http://127.0.0.1:4200, MLflow {mlflow_url}; state in {settings.state_dir})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,6 +101,26 @@ def log_dataset(dataset_dir: str | Path, fingerprint: str, context: str) -> Save
     return dataset
 
 
+MLFLOW_UI = "http://127.0.0.1:5000"
+"""Where ``make ui`` serves the MLflow UI."""
+
+
+def experiment_url(experiment_id: str, base: str = MLFLOW_UI) -> str:
+    """The experiment's runs table in model-training mode. MLflow 3.17's UI takes its mode from the address's
+    ``workflowType`` (else the browser's last choice, GenAI by default) rather than the experiment's kind tag, so
+    the links this project prints say it."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def experiment_links(mlflow_dir: Path, base: str = MLFLOW_UI) -> list[str]:
+    """'name: url' for every experiment of the store (none when there is no store yet)."""
+    if not (mlflow_dir / "mlflow.db").exists():
+        return []
+    mlflow.set_tracking_uri(tracking_uri(mlflow_dir))
+    return [f"{e.name}: {experiment_url(e.experiment_id, base)}" for e in mlflow.search_experiments()
+            if e.name != "Default"]  # fmt: skip
+
+
 def flat_metrics(prefix: str, values: Mapping[str, Mapping[Any, float]]) -> dict[str, float]:
     """{"semantic": {100: 0.2}} → {"prefix_semantic_at_100": 0.2} (MLflow metric names allow no '@')."""
     return {f"{prefix}_{name}_at_{k}": float(v) for name, by_k in values.items() for k, v in by_k.items()}

@@ -13,4 +13,9 @@ prefect_pid=$!
 mlflow_pid=$!
 trap 'kill $prefect_pid $mlflow_pid 2>/dev/null' EXIT INT TERM
 echo "Prefect UI: http://127.0.0.1:${PREFECT_PORT:-4200}   MLflow UI: http://127.0.0.1:${MLFLOW_PORT:-5000}   (Ctrl-C stops both)"
+# MLflow 3.17's UI opens an experiment in GenAI mode unless the address asks for model training: these links do.
+.venv/bin/python -c "
+import sys; from pathlib import Path; from flows.tracking import experiment_links
+for link in experiment_links(Path(sys.argv[1]), sys.argv[2]): print('  ' + link)
+" "$state/mlflow" "http://127.0.0.1:${MLFLOW_PORT:-5000}" || true
 wait

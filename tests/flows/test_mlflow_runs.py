@@ -18,6 +18,7 @@ from flows.cli import main
 from flows.tracking import (
     DIGEST_CHARS,
     EXPERIMENT_KIND_TAG,
+    MLFLOW_UI,
     MODEL_DEVELOPMENT,
     SavedDataset,
     configure_mlflow,
@@ -171,12 +172,17 @@ def test_runs_command_lists_newest_first_and_honours_the_state_dir(tmp_path: Pat
 
     code, lines = runs_output(state, monkeypatch, capsys, "--dataset", "shop")
     assert code == 0 and "3 re-ranker run(s)" in lines[0]
-    assert [line.split()[0] for line in lines[2:]] == [newest, newer, oldest]
+    assert [line.split()[0] for line in lines[2:-1]] == [newest, newer, oldest]
     assert lines[2].split()[3:] == ["0.2500", "-", "0.1000", "2.00x", "0.5000", "200", "publish", "-"]
     assert lines[4].split()[3:] == ["-"] * 6 + ["publish", "-"]
+    # MLflow 3.17's UI opens GenAI mode unless the address asks for model training
+    assert (
+        lines[-1]
+        == f"in the MLflow UI (make ui): {MLFLOW_UI}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    )
 
     code, lines = runs_output(state, monkeypatch, capsys, "--dataset", "shop", "--limit", "1")
-    assert code == 0 and [line.split()[0] for line in lines[2:]] == [newest]
+    assert code == 0 and [line.split()[0] for line in lines[2:-1]] == [newest]
     code, lines = runs_output(state, monkeypatch, capsys, "--dataset", "demo")
     assert code == 2 and lines[-1:] == [f"no experiment 'recsys-demo' in {settings.mlflow_dir / 'mlflow.db'}"]
     code, lines = runs_output(tmp_path / "elsewhere", monkeypatch, capsys, "--dataset", "shop")
