@@ -51,12 +51,17 @@ def for_namespace(args: argparse.Namespace, settings: Settings) -> Settings | No
     """The settings of the namespace the command names (``--namespace``, else RECSYS_NAMESPACE, else the only one
     published); None, with the reason on stderr, when there is no such namespace."""
     from models.files import ArtifactError
-    from models.recommender.versions import choose_namespace
+    from models.recommender.versions import choose_namespace, published_namespaces
 
     try:
         namespace = choose_namespace(settings.versions_root, args.namespace or settings.namespace)
     except ArtifactError as error:
         print(error, file=sys.stderr)
+        return None
+    published = published_namespaces(settings.versions_root)
+    if namespace not in published:  # a typo would otherwise read as an empty history
+        print(f"{settings.versions_root}: no namespace '{namespace}' (published: {', '.join(published) or 'none'})",
+              file=sys.stderr)  # fmt: skip
         return None
     return settings.model_copy(update={"namespace": namespace})
 

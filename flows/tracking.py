@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 import pyarrow.parquet as pq
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -127,17 +128,20 @@ def flat_metrics(prefix: str, values: Mapping[str, Mapping[Any, float]]) -> dict
 
 
 def recall_curve_figure(recall: Mapping[str, Mapping[int, float]], title: str = "Stage-1 Recall@K") -> Figure:
-    figure = Figure(figsize=(6, 4))
+    figure = Figure(figsize=(8, 4.5))
     axis = figure.subplots()
-    for name, by_k in recall.items():
+    colours = [colormaps["tab20"](i) for i in range(20)]  # a colour per source (the default cycle repeats after ten)
+    for position, (name, by_k) in enumerate(recall.items()):
         ks = sorted(by_k)
-        axis.plot(ks, [by_k[k] for k in ks], marker="o", label=name, linewidth=2.5 if name == "merged" else 1.2)
+        merged = name == "merged"
+        axis.plot(ks, [by_k[k] for k in ks], marker="o", label=name, linewidth=2.8 if merged else 1.2,
+                  color="black" if merged else colours[position % len(colours)])  # fmt: skip
     axis.set_xscale("log")
     axis.set_xlabel("K (candidates)")
     axis.set_ylabel("Recall@K")
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the curves, not over them
     figure.tight_layout()
     return figure
 

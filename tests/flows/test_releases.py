@@ -133,3 +133,7 @@ def test_a_forced_publish_then_a_rollback_move_what_is_served(with_challenger, m
     assert main(["releases"]) == 0
     history = json.loads(capsys.readouterr().out)
     assert history["current"] == champion and history["history"][-1]["action"] == "rollback"
+    for command in (["releases"], ["promote"], ["rollback"], ["variants"]):  # a typo is an error, not an empty story
+        assert main([*command, "--namespace", "demoo"]) == 2
+        assert "no namespace 'demoo' (published: demo)" in capsys.readouterr().err
+    assert store.current().name == champion
