@@ -45,7 +45,7 @@ RUNTIME_ONLY = frozenset({
     "state_dir", "dask_address", "threads", "reload_interval_seconds", "online_store", "redis_url", "build_bento",
     "registered_model", "embedding_shard_size", "live_poll_seconds", "impressions_flush_rows",
     "impressions_flush_seconds", "impressions_retention_days", "namespace", "release_min_gain", "release_gate_users",
-    "challenger_mode", "challenger_share", "admin_token", "max_body_bytes", "host",
+    "challenger_mode", "challenger_share", "admin_token", "max_body_bytes", "host", "memory_map",
 })  # fmt: skip
 """Settings that change where or how fast a step runs, never what it computes."""
 

@@ -149,6 +149,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
     settings = settings.for_dataset(Path(dataset_dir).name)  # the namespace this run publishes to
     with log.stage("stage1"):
         stage1 = stage1_flow.with_options(task_runner=task_runner(settings))(dataset_dir, settings)
+    settings = settings.model_copy(update={"embedding_backend": stage1["encoder"]["backend"]})  # what was chosen
     with log.stage("features"):
         features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
     with log.stage("reranker"):
@@ -177,6 +178,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         "methods": reranker["report"]["methods"],
         "two_stage_vs_best_peer": reranker["report"]["two_stage_vs_best_peer"],
         "k_candidates": reranker["report"]["k_candidates"],
+        "text_encoder": stage1["encoder"],
         "report_path": reranker["report_path"],
         "registration": reranker["registration"],
         "namespace": settings.namespace,

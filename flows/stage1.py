@@ -23,7 +23,7 @@ from models.files import write_json, write_npy
 from models.retrieval.stage1 import Stage1Config, build_stage1_step
 from models.settings import Settings
 from models.text.cache import EmbeddingCache, embed_item_range, embed_items_to_file, read_item_texts, texts_digest
-from models.text.encoders import make_encoder
+from models.text.encoders import bundle_encoder, choose_backend, make_encoder
 from models.text.model import encoder_name
 from models.training.steps import validation_cut
 
@@ -33,6 +33,23 @@ SECTION_FILE = "section.json"
 @task(**IO_RETRIES)
 def fingerprint_dataset(dataset_dir: str) -> str:
     return dataset_fingerprint(Path(dataset_dir))
+
+
+@task(**CACHED)
+def choose_text_encoder(dataset_dir: str, fingerprint: str, requested: str, check: dict[str, Any],
+                        settings: Settings) -> dict[str, Any]:  # fmt: skip
+    """The encoder this catalogue is embedded with: ``auto`` checks the int8 one against the reference on a sample
+    of its own texts (the check's outcome is kept: a re-run of the same catalogue does not repeat it)."""
+    texts = read_item_texts(Path(dataset_dir) / "items.parquet")
+    choice = choose_backend(requested, texts, settings.cache_dir, settings.threads, check["texts"],
+                            check["min_cosine"], settings.seed)  # fmt: skip
+    print(f"text encoder: {choice.backend} ({choice.reason})")
+    return choice.to_json()
+
+
+def resolve_encoder(dataset_dir: str, fingerprint: str, settings: Settings) -> dict[str, Any]:
+    check = {"texts": settings.embedding_check_texts, "min_cosine": settings.embedding_min_cosine}
+    return choose_text_encoder(dataset_dir, fingerprint, settings.embedding_backend, check, settings)
 
 
 @task(**IO_RETRIES, **CACHED)
@@ -127,6 +144,7 @@ def build_serving_stage1(
         dataset = load_saved_dataset(Path(dataset_dir))
         config = Stage1Config.from_json(stage1_config)
         section = build_stage1_step(dataset, np.load(vectors_path), config, settings.embedding_backend, out)
+        bundle_encoder(settings.embedding_backend, settings.cache_dir, out)  # queries use the vectors' model
         write_json(section, out / SECTION_FILE)
     return str(out)
 
@@ -139,9 +157,12 @@ def tuning_table(tuning: dict[str, Any]) -> list[dict[str, Any]]:
 
 @flow(name="stage1", log_prints=True)
 def stage1_flow(dataset_dir: str, settings: Settings) -> dict[str, Any]:
-    """Embed the items and tune the peers (stage 1's models) on the validation cut of a saved dataset."""
+    """Choose the text encoder, embed the items and tune the peers (stage 1's models) on the validation cut of a
+    saved dataset."""
     dataset = Path(dataset_dir).name
     fingerprint = fingerprint_dataset(dataset_dir)
+    encoder = resolve_encoder(dataset_dir, fingerprint, settings)
+    settings = settings.model_copy(update={"embedding_backend": encoder["backend"]})
     vectors = embed(dataset_dir, fingerprint, settings)
     tuning = tune_peers(dataset_dir, fingerprint, settings_key(settings), settings)
     run_id = log_tuning_run(tuning, dataset_dir, fingerprint, settings)
@@ -149,4 +170,4 @@ def stage1_flow(dataset_dir: str, settings: Settings) -> dict[str, Any]:
                           description=f"Peers tuned on the validation cut of {dataset}")  # fmt: skip
     for row in tuning_table(tuning):
         print(row)
-    return {"vectors": vectors, "tuning": tuning, "mlflow_run_id": run_id}
+    return {"vectors": vectors, "encoder": encoder, "tuning": tuning, "mlflow_run_id": run_id}

@@ -36,11 +36,17 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="Dask scheduler (tcp://host:8786): embedding and feature tasks run on that cluster."
     )
-    embedding_backend: Literal["torch", "onnx-int8"] = Field(
-        default="torch",
-        description="Text encoder: 'torch' (sentence-transformers) or 'onnx-int8' (the same model as an int8 ONNX "
-        "graph on onnxruntime, built once into the cache folder: ~2.5-3x the texts/s at cosine >= 0.99; "
-        "see make bench).",
+    embedding_backend: Literal["auto", "torch", "onnx-int8"] = Field(
+        default="auto",
+        description="Text encoder: 'torch' (sentence-transformers), 'onnx-int8' (the same model as an int8 ONNX "
+        "graph on onnxruntime, built once into the cache folder: ~2.4-3x the texts/s; see make bench) or 'auto': "
+        "onnx-int8 when it passes its check on the catalogue's own texts, else torch.",
+    )
+    embedding_check_texts: int = Field(
+        default=256, gt=0, description="'auto': catalogue texts (seeded, longest and shortest included) compared."
+    )
+    embedding_min_cosine: float = Field(
+        default=0.99, gt=0, le=1, description="'auto': the int8 encoder is used when no checked vector is further."
     )
 
     als_factors: int = Field(default=128, gt=0, description="iALS factors (the start of its tuning).")
@@ -213,6 +219,11 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token of the endpoints that change the service (/reload, /promote, /rollback, /events, "
         "/items); unset: they answer 403.",
+    )
+    memory_map: bool = Field(
+        default=True,
+        description="The service memory-maps a version's FAISS indexes, item-item tables, iALS factors and text "
+        "vectors (read-only): its workers share one copy in the page cache. false: each worker reads its own.",
     )
     max_body_bytes: int = Field(default=1 << 20, gt=0, description="Larger request bodies are refused with 413.")
     host: str = Field(default="127.0.0.1", description="Address the service binds (scripts/serve.sh).")

@@ -126,7 +126,8 @@ def load_version(
 ) -> Loaded:  # fmt: skip
     """``role``: champion, challenger (split), or shadow (scored beside the champion, its lists never shown, so
     logged apart)."""
-    recommender, manifest = load_recommender(path, rules, encoder.dim if encoder is not None else None)
+    recommender, manifest = load_recommender(path, rules, encoder.dim if encoder is not None else None,
+                                             mapped=settings.memory_map)  # fmt: skip
     dataset = manifest["features"]["store"]["dataset"]
     store = open_store(settings, dataset)
     for service in (FEATURE_SERVICE, HISTORY_SERVICE):  # a registry that lacks them would degrade every request
@@ -216,11 +217,21 @@ class Runtime:
             raise
         self.settings = self.settings.model_copy(update={"namespace": namespace})
         if load_encoder and self.encoder is None:
-            backend = self.published_backend() or self.settings.embedding_backend
-            self.encoder = make_encoder(backend, threads=1, cache_dir=self.settings.cache_dir)
+            self.encoder = self.published_encoder()
         self.reload()
         if self.loaded is None:
             raise ArtifactError(self.last_reload_error or "no version could be loaded")
+
+    def published_encoder(self) -> TextEncoder:
+        """The encoder of the current version's item vectors, from the model the version carries when it carries
+        one (the int8 build), else built or loaded from the cache folder."""
+        backend = self.published_backend() or "torch"
+        try:
+            carried = VersionStore(self.settings.versions_dir).current() / "stage1"
+        except ArtifactError:
+            carried = None
+        has_model = carried is not None and (carried / "encoders").is_dir()
+        return make_encoder(backend, threads=1, cache_dir=carried if has_model else self.settings.cache_dir)
 
     def published_backend(self) -> str | None:
         """The text encoder the current version's item vectors were made with: queries must use the same one."""
@@ -528,8 +539,10 @@ class Runtime:
         fetch_ms = (time.perf_counter() - started) * 1000
         request = Request(user_id=user_id, k=k, as_of=as_of, filters=filters, exclude_seen=exclude_seen,
                           explain=True, session_item_ids=session_item_ids)  # fmt: skip
+        started = time.perf_counter()
         retrieval = recommender.retrieve(request, user, degraded)
-        result = recommender.recommend(request, user, degraded)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        result = recommender.recommend(request, user, degraded, retrieval=retrieval)  # stage 1 once, shown as ranked
         return Exploration(
             namespace=str(self.settings.namespace), version=loaded.version, variant=loaded.role, user_id=user_id,
             known_user=not retrieval.fallback and bool(retrieval.query.seen),
@@ -537,7 +550,8 @@ class Runtime:
             stage1=stage1_view(recommender, loaded.titles, retrieval, per_source, as_of),
             results=results_view(recommender, loaded.titles, retrieval, result, as_of),
             rules=rules_view(result), fallback=result.fallback, degraded=result.degraded,
-            timings_ms={name: round(ms, 3) for name, ms in {"user_features": fetch_ms, **result.timings_ms}.items()},
+            timings_ms={name: round(ms, 3) for name, ms in
+                        {"user_features": fetch_ms, **result.timings_ms, "retrieval": retrieval_ms}.items()},
         )  # fmt: skip
 
     def explorer_info(self) -> ExplorerInfo:

@@ -28,6 +28,7 @@ from models.evaluation.metrics import evaluate_rankings, paired_bootstrap_ratio,
 from models.evaluation.peers import ials_scorer, item_item_scorer, popularity_scorer, top_k_lists
 from models.evaluation.recall import stage1_recall
 from models.features.snapshots import FeatureContext, user_snapshots
+from models.progress import progress
 from models.ranking.rules import RulesConfig
 from models.recommender.offline import offline_recommender
 from models.recommender.recommender import Recommender
@@ -70,17 +71,25 @@ def evaluation_users(split: Split, context: FeatureContext, max_users: int | Non
     )
 
 
-def rank_with_recommender(
-    recommender: Recommender, users: EvaluationUsers, k: int = 10
-) -> tuple[dict[str, list[str]], list[float]]:
-    """Top-k lists through the service's path, and the per-request latency (ms) of each call."""
-    rankings: dict[str, list[str]] = {}
+def rank_with_recommenders(
+    recommenders: Mapping[str, Recommender], users: EvaluationUsers, k: int = 10
+) -> tuple[dict[str, dict[str, list[str]]], list[float]]:  # fmt: skip
+    """Top-k lists through the service's path for each named recommender, and the per-request latency (ms) of the
+    first one, stage 1 included. They must share stage 1 and K (rankers and rules may differ): each user's
+    candidates are retrieved once and ranked by every recommender."""
+    first, *_ = recommenders.values()
+    rankings: dict[str, dict[str, list[str]]] = {name: {} for name in recommenders}
     latencies = []
-    for user in users.users:
+    for user in progress(users.users, desc=f"evaluation: {', '.join(recommenders)}", unit="user"):
+        request = Request(user_id=user, k=k, as_of=users.as_of[user])
+        features = users.features[user]
         started = time.perf_counter()
-        result = recommender.recommend(Request(user_id=user, k=k, as_of=users.as_of[user]), users.features[user])
-        latencies.append((time.perf_counter() - started) * 1000.0)
-        rankings[user] = [item.item_id for item in result.items]
+        retrieval = first.retrieve(request, features)
+        for position, (name, recommender) in enumerate(recommenders.items()):
+            result = recommender.recommend(request, features, retrieval=retrieval)
+            if position == 0:
+                latencies.append((time.perf_counter() - started) * 1000.0)
+            rankings[name][user] = [item.item_id for item in result.items]
     return rankings, latencies
 
 
@@ -129,12 +138,12 @@ def evaluation_step(
     stage1.exact.clear()  # the dense models are no longer needed
     rules = RulesConfig.from_settings(settings)
     served = offline_recommender(stage1, dataset, context, spec, ranker, rules, k_served, split.history)
-    rankings["two_stage"], latencies = rank_with_recommender(served, users)
-    rankings["stage1"], _ = rank_with_recommender(replace(served, ranker=None), users)
+    variants = {"two_stage": served, "stage1": replace(served, ranker=None)}
     if settings.ablation and dataset.items[C.PRICE].notna().any():
         name = "two_stage_without_" + "_".join(ABLATION_GROUPS)
-        ablated = ablated_ranker(training_dir, tuple(ABLATION_GROUPS), section, settings)
-        rankings[name], _ = rank_with_recommender(replace(served, ranker=ablated), users)
+        variants[name] = replace(served, ranker=ablated_ranker(training_dir, tuple(ABLATION_GROUPS), section, settings))
+    ranked, latencies = rank_with_recommenders(variants, users)
+    rankings.update(ranked)
     methods = {name: metrics_of(lists, users) for name, lists in rankings.items()}
     tuned = [name for name in ("ease", "rp3beta", "ials", "item_knn") if name in methods]
     best_peer = max(tuned, key=lambda name: methods[name]["ndcg@10"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from models.progress import progress
 from models.recommender.request import Request
 from models.recommender.retrieval import query_for
 from models.retrieval.stage1 import Stage1
@@ -20,7 +21,7 @@ def stage1_recall(
     k_max = max(ks)
     totals: dict[str, dict[int, float]] = {s.name: dict.fromkeys(ks, 0.0) for s in stage1.sources}
     totals["merged"] = dict.fromkeys(ks, 0.0)
-    for user in users:
+    for user in progress(users, desc="stage-1 recall", unit="user"):
         query, _ = query_for(Request(user_id=user, as_of=as_of[user]), features[user])
         results = stage1.retrieve_all(query, k_max)
         wanted = relevant[user]

@@ -17,6 +17,7 @@ import optuna
 
 from models.data.splits import Split, relevant_items, sample_users
 from models.evaluation.peers import PEERS, peer_ndcg
+from models.progress import progress
 from models.settings import Settings
 
 TrialCallback = Callable[[str, int, Mapping[str, float], float, float], None]
@@ -85,13 +86,15 @@ def tune_peers(
     result = TuningResult({}, {}, {}, {})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for peer in PEERS:
+        trials = settings.tuning_trials if settings.tuning else 1
+        bar = progress(desc=f"tuning {peer}", total=trials, unit="trial")
         started = time.perf_counter()
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(n_startup_trials=4, seed=settings.seed)
         )
         study.enqueue_trial(default_params(peer, settings))
 
-        def objective(trial: optuna.Trial, peer: str = peer) -> float:
+        def objective(trial: optuna.Trial, peer: str = peer, bar: Any = bar) -> float:
             trial_started = time.perf_counter()
             params = search_space(peer, trial, settings)
             value = peer_ndcg(peer, params, inner.history, relevant, item_ids, settings.item_item_max_items,
@@ -101,10 +104,11 @@ def tune_peers(
                                    "seconds": round(seconds, 2)})  # fmt: skip
             if on_trial is not None:
                 on_trial(peer, trial.number, params, value, seconds)
+            bar.update()
             return value
 
-        trials = settings.tuning_trials if settings.tuning else 1
         study.optimize(objective, n_trials=trials, timeout=settings.tuning_seconds_per_peer)
+        bar.close()
         best = study.best_trial
         result.params[peer] = {**default_params(peer, settings), **best.params}
         result.validation_ndcg[peer] = float(best.value or 0.0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import faiss
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -84,7 +83,7 @@ def grow_source(
     """The same source over the grown catalogue (sources that do not index rows are returned as they are)."""
     n = len(item_ids)
     if isinstance(source, SemanticSource):
-        index = faiss.clone_index(source.index.index)
+        index = source.index.in_memory_copy()
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         grown_index = VectorIndex(index, item_ids, source.index.factory, dict(source.index.params))
         item_vectors = np.vstack([source.item_vectors, vectors.astype(source.item_vectors.dtype)])

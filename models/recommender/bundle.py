@@ -41,14 +41,15 @@ def _aligned(path: Path, item_ids: np.ndarray) -> pd.DataFrame:
 
 
 def load_recommender(
-    version_dir: Path, rules: RulesConfig, encoder_dim: int | None = None
+    version_dir: Path, rules: RulesConfig, encoder_dim: int | None = None, mapped: bool = True
 ) -> tuple[Recommender, dict[str, Any]]:
-    """Verify the version's checksums, then rebuild every component, checking each against the manifest."""
+    """Verify the version's checksums, then rebuild every component, checking each against the manifest
+    (``mapped``: see ``load_stage1``)."""
     manifest = verify_version(version_dir)
     for section in ("stage1", "features", "ranker", "k_candidates"):
         if section not in manifest:
             raise ArtifactError(f"{version_dir / 'manifest.json'}: no '{section}' section (not a complete version)")
-    stage1 = load_stage1(version_dir / "stage1", manifest["stage1"], encoder_dim)
+    stage1 = load_stage1(version_dir / "stage1", manifest["stage1"], encoder_dim, mapped)
     spec = FeatureSpec.from_json(manifest["features"]["spec"])
     item_ids = stage1.item_ids
     table = _aligned(version_dir / ITEM_TABLE, item_ids)

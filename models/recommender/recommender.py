@@ -60,10 +60,16 @@ class Recommender:
     def retrieve(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Retrieval:
         return retrieve(self.stage1, request, user, self.k_candidates, degraded)
 
-    def recommend(self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False) -> Result:
+    def recommend(
+        self, request: Request, user: Mapping[str, Any] | None, degraded: bool = False,
+        retrieval: Retrieval | None = None,
+    ) -> Result:  # fmt: skip
+        """The ranked list for ``request``; ``retrieval``: stage 1's answer for this same request and user, already
+        computed (another ranker on the same candidates, or a page that shows both stages), else retrieved here."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        retrieval = self.retrieve(request, user, degraded)
+        if retrieval is None:
+            retrieval = self.retrieve(request, user, degraded)
         timings["retrieval"] = _ms(started)
         anonymous_search = request.query_vector is not None and not user_is_known(user)
         use_ranker = (

@@ -89,15 +89,17 @@ class CollaborativeModel:
         return {"factors": self.dim, "regularization": self.regularization, "alpha": self.alpha}
 
     @classmethod
-    def load(cls, folder: Path, section: dict[str, object]) -> CollaborativeModel:
-        def read(name: str) -> np.ndarray:
-            return np.load(folder / name, allow_pickle=False)
+    def load(cls, folder: Path, section: dict[str, object], mapped: bool = True) -> CollaborativeModel:
+        """``mapped``: the factor matrices stay in their files, read-only (the workers of a service share them)."""
+
+        def read(name: str, mmap: bool = False) -> np.ndarray:
+            return np.load(folder / name, allow_pickle=False, mmap_mode="r" if mmap else None)
 
         model = cls(
             item_ids=read("item_ids.npy"),
-            item_factors=read("item_factors.npy"),
+            item_factors=read("item_factors.npy", mmap=mapped),
             user_ids=read("user_ids.npy"),
-            user_factors=read("user_factors.npy"),
+            user_factors=read("user_factors.npy", mmap=mapped),
             regularization=float(section["regularization"]),  # type: ignore[arg-type]
             alpha=float(section["alpha"]),  # type: ignore[arg-type]
         )

@@ -16,10 +16,14 @@ import faiss
 import numpy as np
 
 from models.files import ArtifactError
+from models.progress import progress
 
 METRIC = "inner_product"
 EXACT_BELOW = 10_000
 PQ_FROM = 10_000_000
+ADD_CHUNK = 200_000
+MAPPED = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+"""How a published index is read: memory-mapped, read-only (IVF inverted lists and flat codes stay in the file)."""
 
 
 def ivf_lists(n_vectors: int) -> int:
@@ -43,6 +47,17 @@ def choose_factory(n_vectors: int, dim: int) -> str:
     while dim % m:
         m -= 1
     return f"IVF{nlist},PQ{m}np"  # np: skip polysemous training (minutes, and unused by IVF search)
+
+
+def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = ADD_CHUNK) -> None:
+    """``index.add`` in slices, so a large catalogue's build shows its progress (same index as one call)."""
+    if len(vectors) <= chunk:
+        index.add(vectors)
+        return
+    with progress(desc=f"index {len(vectors):,} vectors", total=len(vectors), unit="vec") as bar:
+        for start in range(0, len(vectors), chunk):
+            index.add(vectors[start : start + chunk])
+            bar.update(min(chunk, len(vectors) - start))
 
 
 def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -74,6 +89,9 @@ class VectorIndex:
     factory: str
     params: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    mapped_from: Path | None = None
+    """The file a memory-mapped index reads its vectors from (the page cache holds them once for every process
+    that maps the file: the service's workers share one copy); None for an index in this process's memory."""
 
     @property
     def dim(self) -> int:
@@ -102,7 +120,7 @@ class VectorIndex:
             rng = np.random.default_rng(seed)
             sample = vectors[np.sort(rng.choice(len(vectors), size=sample_size, replace=False))]
             index.train(sample)
-        index.add(vectors)
+        add_in_chunks(index, vectors)
         built = cls(index, np.asarray(item_ids, dtype=str), factory, {}, time.perf_counter() - started)
         return built
 
@@ -181,8 +199,11 @@ class VectorIndex:
         }
 
     @classmethod
-    def load(cls, folder: Path, entry: dict[str, Any], expected_dim: int | None = None) -> VectorIndex:
-        """Read an index written by ``save`` and check it against its manifest entry."""
+    def load(
+        cls, folder: Path, entry: dict[str, Any], expected_dim: int | None = None, mapped: bool = True
+    ) -> VectorIndex:  # fmt: skip
+        """Read an index written by ``save`` (memory-mapped unless ``mapped`` is False) and check it against its
+        manifest entry."""
         path = folder / entry["file"]
         ids_path = folder / entry["ids"]
         for required in (path, ids_path):
@@ -191,7 +212,7 @@ class VectorIndex:
         if entry.get("metric") != METRIC:
             raise ArtifactError(f"{path}: metric '{entry.get('metric')}' is not '{METRIC}'")
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), MAPPED if mapped else 0)
         except RuntimeError as error:
             raise ArtifactError(f"{path}: not a readable FAISS index ({str(error).splitlines()[0]})") from error
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -205,11 +226,24 @@ class VectorIndex:
             raise ArtifactError(
                 f"{path}: holds {index.ntotal} vectors, id map {len(item_ids)}, manifest {entry['count']}"
             )
-        loaded = cls(index, item_ids, entry["factory"], dict(entry.get("params", {})))
-        param = search_param_name(index)
-        if param and param in loaded.params:
-            loaded.set_search_param(loaded.params[param])
+        loaded = cls(index, item_ids, entry["factory"], dict(entry.get("params", {})),
+                     mapped_from=path if mapped else None)  # fmt: skip
+        loaded.apply_search_params()
         return loaded
+
+    def apply_search_params(self) -> None:
+        param = search_param_name(self.index)
+        if param and param in self.params:
+            self.set_search_param(self.params[param])
+
+    def in_memory_copy(self) -> faiss.Index:
+        """A copy that can grow (live new items): FAISS cannot clone memory-mapped inverted lists, so a mapped
+        index is read again from its file, into this process's memory, with the same search parameters."""
+        if self.mapped_from is None:
+            return faiss.clone_index(self.index)
+        copy = VectorIndex(faiss.read_index(str(self.mapped_from)), self.item_ids, self.factory, dict(self.params))
+        copy.apply_search_params()
+        return copy.index
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

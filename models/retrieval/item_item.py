@@ -188,20 +188,44 @@ class ItemItemSource:
         return {**save_table(self.table, folder, self.name), "history": self.history, "decay": self.decay}
 
     @classmethod
-    def load(cls, name: str, folder: Path, entry: Mapping[str, Any], n_items: int) -> ItemItemSource:
-        return cls(name, load_table(folder, entry, n_items), int(entry["history"]), float(entry["decay"]))
+    def load(
+        cls, name: str, folder: Path, entry: Mapping[str, Any], n_items: int, mapped: bool = True
+    ) -> ItemItemSource:  # fmt: skip
+        return cls(name, load_table(folder, entry, n_items, mapped), int(entry["history"]), float(entry["decay"]))
+
+
+TABLE_PARTS = ("data", "indices", "indptr")
 
 
 def save_table(table: sp.csr_matrix, folder: Path, name: str) -> dict[str, Any]:
-    sp.save_npz(folder / f"{name}.npz", table, compressed=False)
-    return {"file": f"{name}.npz", "nnz": int(table.nnz)}
+    """The CSR arrays as plain ``.npy`` files, so a service memory-maps them (one copy for all its workers)."""
+    table = sp.csr_matrix(table)
+    files = {part: f"{name}.{part}.npy" for part in TABLE_PARTS}
+    for part, file in files.items():
+        np.save(folder / file, getattr(table, part), allow_pickle=False)
+    return {"files": files, "nnz": int(table.nnz)}
 
 
-def load_table(folder: Path, entry: Mapping[str, Any], n_items: int) -> sp.csr_matrix:
-    path = folder / str(entry["file"])
-    if not path.exists():
-        raise ArtifactError(f"{path}: item-item table missing")
-    table = sp.load_npz(path).tocsr()
+def load_table(folder: Path, entry: Mapping[str, Any], n_items: int, mapped: bool = True) -> sp.csr_matrix:
+    """A saved table, memory-mapped read-only unless ``mapped`` is False (versions written before, as one
+    ``.npz``, are read into memory)."""
+    if "file" in entry:
+        path = folder / str(entry["file"])
+        if not path.exists():
+            raise ArtifactError(f"{path}: item-item table missing")
+        table = sp.load_npz(path).tocsr()
+    else:
+        paths = [folder / str(entry["files"][part]) for part in TABLE_PARTS]
+        for path in paths:
+            if not path.exists():
+                raise ArtifactError(f"{path}: item-item table missing")
+        data, indices, indptr = (np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
+                                 for path in paths)  # fmt: skip
+        if len(indptr) != n_items + 1 or len(data) != len(indices) or (len(indptr) and indptr[-1] != len(data)):
+            raise ArtifactError(f"{paths[2]}: a table of {len(indptr) - 1} rows and {len(data)} entries, "
+                                f"expected {n_items} rows")  # fmt: skip
+        table = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items), copy=False)
     if table.shape != (n_items, n_items):
-        raise ArtifactError(f"{path}: table shape {table.shape} for {n_items} items")
+        raise ArtifactError(f"{folder / str(entry.get('file', entry.get('files')))}: table shape {table.shape} for "
+                            f"{n_items} items")  # fmt: skip
     return table

@@ -285,17 +285,21 @@ def save_stage1(
     }
 
 
-def load_stage1(folder: Path, section: Mapping[str, Any], encoder_dim: int | None = None) -> Stage1:
-    """Rebuild the sources from a published ``stage1`` folder, checking dimensions against the manifest."""
+def load_stage1(
+    folder: Path, section: Mapping[str, Any], encoder_dim: int | None = None, mapped: bool = True
+) -> Stage1:  # fmt: skip
+    """Rebuild the sources from a published ``stage1`` folder, checking dimensions against the manifest.
+    ``mapped``: indexes, item-item tables, factors and text vectors stay in their files (read-only, memory-mapped:
+    the processes serving one version share a single copy in the page cache)."""
     item_ids = np.load(folder / "item_ids.npy", allow_pickle=False)
     n_items = len(item_ids)
     dim = int(section["embedding"]["dim"])
     if encoder_dim is not None and dim != encoder_dim:
         raise ArtifactError(f"{folder}: embedding dimension {dim} in the manifest, encoder gives {encoder_dim}")
-    semantic_index = VectorIndex.load(folder, section["indexes"]["semantic"], expected_dim=dim)
-    als = CollaborativeModel.load(folder / "ials", section["ials"])
-    ials_index = VectorIndex.load(folder, section["indexes"]["ials"], expected_dim=als.dim + 1)
-    text_vectors = np.load(folder / "text_vectors.npy", allow_pickle=False, mmap_mode="r")
+    semantic_index = VectorIndex.load(folder, section["indexes"]["semantic"], expected_dim=dim, mapped=mapped)
+    als = CollaborativeModel.load(folder / "ials", section["ials"], mapped=mapped)
+    ials_index = VectorIndex.load(folder, section["indexes"]["ials"], expected_dim=als.dim + 1, mapped=mapped)
+    text_vectors = np.load(folder / "text_vectors.npy", allow_pickle=False, mmap_mode="r" if mapped else None)
     if text_vectors.shape != (n_items, dim):
         raise ArtifactError(f"{folder / 'text_vectors.npy'}: shape {text_vectors.shape}, expected {(n_items, dim)}")
     popularity = {
@@ -303,7 +307,8 @@ def load_stage1(folder: Path, section: Mapping[str, Any], encoder_dim: int | Non
     }
     created = np.load(folder / "created_at.npy", allow_pickle=False)
     config = Stage1Config.from_json(section["config"])
-    tables = {name: ItemItemSource.load(name, folder, entry, n_items) for name, entry in section["tables"].items()}
+    tables = {name: ItemItemSource.load(name, folder, entry, n_items, mapped)
+              for name, entry in section["tables"].items()}  # fmt: skip
     sources: list[CandidateSource] = [
         tables["ease"], tables["rp3beta"], tables["item_knn"], CollaborativeSource(ials_index, als),
         tables["ease_recent"], tables["sequence"], tables["cooc_last"], tables["cooc_recent"],

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from models.data import columns as C
 from models.files import write_npy
+from models.progress import progress as progress_bar
 from models.text.model import TextEncoder, item_texts
 
 
@@ -75,15 +75,17 @@ def embed_texts(
             vectors[row] = cached
     # encode longest texts together to cut padding, then put rows back in place
     missing.sort(key=lambda row: len(texts[row]))
-    bar = tqdm(total=len(missing), desc="embedding items", unit="text", disable=not progress or not missing)
+    bar = progress_bar(desc="embedding items", total=len(missing), unit="text") if progress and missing else None
     for start in range(0, len(missing), chunk):
         rows = missing[start : start + chunk]
         encoded = encoder.encode([texts[r] for r in rows], batch_size=batch_size)
         vectors[rows] = encoded
         if cache is not None:
             cache.add([keys[r] for r in rows], encoded)
-        bar.update(len(rows))
-    bar.close()
+        if bar is not None:
+            bar.update(len(rows))
+    if bar is not None:
+        bar.close()
     return vectors, len(missing)
 
 

@@ -214,6 +214,11 @@ def _fp32_nodes(path: Path) -> list[str]:
     return [name for name in names if any(f"layer.{i}/output/dense/" in name for i in FP32_LAYERS)]
 
 
+def encoder_folder(cache_dir: Path) -> Path:
+    """Where the built model of this recipe lives under a cache folder."""
+    return Path(cache_dir) / "encoders" / RECIPE
+
+
 class OnnxInt8Encoder:
     """The int8 ONNX model on onnxruntime; builds it into ``cache_dir`` on first use."""
 
@@ -221,7 +226,7 @@ class OnnxInt8Encoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        folder = self.folder = Path(cache_dir) / "encoders" / RECIPE
+        folder = self.folder = encoder_folder(cache_dir)
         model = folder / "model.onnx"
         if not model.exists():
             build_int8_model(model_dir or bundled_model_path(), folder)

@@ -22,6 +22,7 @@ from models.data.splits import Split, is_positive, sample_users
 from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import EVENT_TIMESTAMP, USER_VIEW
 from models.features.store import append_user_snapshots, point_in_time_join
+from models.progress import progress
 from models.ranking.ranker import RankingData
 from models.recommender.recommender import Recommender
 from models.recommender.request import Request
@@ -76,7 +77,7 @@ def build_training_set(
     histories = user_frame.set_index(C.USER_ID)
     labels = label_grades(inner.holdout, inner.history)
     retrievals = {}
-    for user in users:
+    for user in progress(users, desc="training set: stage 1", unit="user"):
         request = Request(user_id=user, k=settings.candidates_k, as_of=as_of[user])
         retrieval = recommender.retrieve(request, histories.loc[user].to_dict())
         mine = labels.get(user, {})
@@ -87,7 +88,8 @@ def build_training_set(
         raise ValueError("no training user has a labelled candidate: stage 1 retrieves none of the label items")
     stored_users = user_rows.set_index(C.USER_ID)
     blocks, label_parts, group_sizes = [], [], []
-    for user, (request, retrieval, grades) in retrievals.items():
+    for user, (request, retrieval, grades) in progress(retrievals.items(), desc="training set: features",
+                                                       total=len(retrievals), unit="user"):  # fmt: skip
         items = recommender.item_features.block(retrieval.rows, request.as_of)
         blocks.append(recommender.feature_matrix(request, retrieval, stored_users.loc[user].to_dict(), items))
         label_parts.append(grades)

@@ -86,6 +86,23 @@ def test_round_trip_keeps_results_and_search_params(tmp_path: Path):
     assert entry["metric"] == "inner_product" and entry["dim"] == 16 and entry["count"] == 3000
 
 
+@pytest.mark.parametrize("factory", ["IVF32,SQ8", "Flat"])
+def test_a_loaded_index_is_memory_mapped_and_grows_in_memory(tmp_path: Path, factory: str):
+    vectors = unit_vectors(3000, seed=6)
+    index = VectorIndex.build(vectors, ids(3000), factory=factory)
+    if factory != "Flat":
+        index.set_search_param(8)
+    loaded = VectorIndex.load(tmp_path, index.save(tmp_path, "semantic"))
+    assert loaded.mapped_from == tmp_path / "semantic.faiss"  # the page cache holds it once for every worker
+    np.testing.assert_array_equal(loaded.search(vectors[:5], 20)[1], index.search(vectors[:5], 20)[1])
+    grown = loaded.in_memory_copy()  # what a live new item is added to (mapped IVF lists cannot be cloned)
+    grown.add(unit_vectors(2, seed=7))
+    assert grown.ntotal == 3002 and len(loaded) == 3000  # the mapped index is untouched
+    if factory != "Flat":
+        assert faiss.extract_index_ivf(grown).nprobe == 8
+    assert index.mapped_from is None and index.in_memory_copy().ntotal == 3000
+
+
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, dict]:
     entry = VectorIndex.build(unit_vectors(100), ids(100)).save(tmp_path, "semantic")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from models.data import columns as C
-from models.retrieval.item_item import fit_item_item, keep_strongest
+from models.files import ArtifactError
+from models.retrieval.item_item import fit_item_item, keep_strongest, load_table, save_table
 from models.retrieval.sequences import cooccurrence_table, strongest_per_row, transition_table
 
 
@@ -77,3 +81,27 @@ def test_cooccurrence_counts_shared_users_without_the_diagonal():
     expected = dense.T @ dense
     np.fill_diagonal(expected, 0)
     np.testing.assert_array_equal(table, expected)
+
+
+def test_a_saved_table_loads_memory_mapped_and_read_only(tmp_path: Path):
+    table = sp.random(300, 300, density=0.05, format="csr", dtype=np.float32, random_state=1)
+    entry = save_table(table, tmp_path, "sequence")
+    loaded = load_table(tmp_path, entry, 300)
+    assert (loaded != table).nnz == 0 and entry["nnz"] == table.nnz
+    assert not loaded.data.flags.writeable and not loaded.indices.flags.writeable  # views of the mapped files
+    np.testing.assert_array_equal(loaded[[3, 7]].toarray(), table[[3, 7]].toarray())
+
+
+def test_a_table_of_an_older_version_still_loads(tmp_path: Path):
+    table = sp.random(50, 50, density=0.1, format="csr", dtype=np.float32, random_state=2)
+    sp.save_npz(tmp_path / "cooc_last.npz", table, compressed=False)
+    assert (load_table(tmp_path, {"file": "cooc_last.npz", "nnz": table.nnz}, 50) != table).nnz == 0
+
+
+def test_a_table_that_does_not_fit_the_catalogue_is_named(tmp_path: Path):
+    entry = save_table(sp.random(40, 40, density=0.1, format="csr", dtype=np.float32), tmp_path, "ease")
+    with pytest.raises(ArtifactError, match=r"ease\.indptr\.npy: a table of 40 rows"):
+        load_table(tmp_path, entry, 41)
+    (tmp_path / "ease.data.npy").unlink()
+    with pytest.raises(ArtifactError, match=r"ease\.data\.npy: item-item table missing"):
+        load_table(tmp_path, entry, 40)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.text.cache import EmbeddingCache, embed_texts
-from models.text.encoders import make_encoder
+from models.text.encoders import bundle_encoder, choose_backend, make_encoder, sample_texts
 from models.text.model import bundled_model_path
-from models.text.onnx_int8 import RECIPE, OnnxBuildError, OnnxInt8Encoder, calibration_texts
+from models.text.onnx_int8 import RECIPE, OnnxBuildError, OnnxInt8Encoder, calibration_texts, encoder_folder
 from models.text.torch_encoder import SentenceTransformerEncoder
 
 TEXTS = [
@@ -103,3 +103,37 @@ def test_unknown_backend_and_missing_cache_are_errors() -> None:
         make_encoder("gpu")
     with pytest.raises(ValueError, match="needs a cache folder"):
         make_encoder("onnx-int8")
+    with pytest.raises(ValueError, match="'auto' is resolved per catalogue"):
+        make_encoder("auto")
+
+
+def test_auto_takes_int8_only_when_it_passes_on_the_catalogue_texts(onnx_encoder: OnnxInt8Encoder) -> None:
+    cache = onnx_encoder.folder.parents[1]  # the fixture's built model: no second build
+    texts = calibration_texts(90)
+    passed = choose_backend("auto", texts, cache, threads=1, sample=40, min_cosine=0.99, seed=1)
+    assert passed.backend == "onnx-int8" and passed.texts == 40, passed
+    assert passed.min_cosine is not None and passed.mean_cosine is not None
+    assert 0.99 <= passed.min_cosine <= passed.mean_cosine <= 1.0 + 1e-6 and "passes" in passed.reason
+    strict = choose_backend("auto", texts, cache, threads=1, sample=40, min_cosine=0.99999, seed=1)
+    assert strict.backend == "torch" and "fails" in strict.reason and strict.min_cosine == passed.min_cosine
+    explicit = choose_backend("torch", texts, cache, threads=1, sample=40, min_cosine=0.99, seed=1)
+    assert explicit.backend == "torch" and explicit.min_cosine is None  # no check when the backend is named
+
+
+def test_the_checked_sample_is_seeded_and_holds_the_extremes() -> None:
+    texts = [f"item {i}" + " word" * ((i * 7) % 500) for i in range(500)]  # every length once, shuffled
+    sample = sample_texts(texts, 64, seed=3)
+    assert len(sample) == len(set(sample)) == 64 and sample == sample_texts(texts, 64, seed=3)
+    assert min(texts, key=len) in sample and max(texts, key=len) in sample
+    assert sample_texts(texts[:10], 64, seed=3) == texts[:10]
+
+
+def test_a_bundled_int8_model_is_loaded_not_rebuilt(onnx_encoder: OnnxInt8Encoder, tmp_path: Path) -> None:
+    bundle_encoder("onnx-int8", onnx_encoder.folder.parents[1], tmp_path)
+    carried = OnnxInt8Encoder(tmp_path, threads=1)
+    assert not (encoder_folder(tmp_path) / "fp32.onnx").exists()
+    built = (encoder_folder(tmp_path) / "build.json").read_text()
+    assert built == (onnx_encoder.folder / "build.json").read_text()  # the same build, copied
+    np.testing.assert_array_equal(carried.encode(TEXTS), onnx_encoder.encode(TEXTS))
+    bundle_encoder("torch", onnx_encoder.folder.parents[1], tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # nothing to carry for the reference backend
