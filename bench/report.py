@@ -95,7 +95,9 @@ def render(results: dict[str, Any]) -> str:
     lines += _features(sections.get("features"), results.get("fixture"))
     lines += _scoring(sections.get("scoring"))
     lines += _embedding(sections.get("embedding"))
+    lines += pipeline_lines(sections.get("pipeline"))
     lines += _e2e(sections.get("e2e"))
+    lines += _memory(sections.get("memory"))
     lines += _live(sections.get("live"))
     lines += ["## Section durations", ""]
     lines += table(
@@ -370,6 +372,95 @@ def _embedding(s: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def pipeline_lines(s: dict[str, Any] | None) -> list[str]:
+    """The offline pipeline's cost curve: seconds and peak MB per stage and size, exponents, flags, the plot."""
+    title = "4b. Offline pipeline: cost of each stage against the catalogue size"
+    if (err := _error(s, title)) is not None:
+        return err
+    assert s is not None
+    records = s["records"]
+    sizes = [f"{r['catalogue']['items']:,} items" for r in records]
+    catalogues = "; ".join(
+        f"{c['items']:,} items, {c['users']:,} users, {c['interactions']:,} interactions" for c in s["sizes"]
+    )
+    how = ", ".join(
+        f"{r['catalogue']['items']:,}: {'reused from ' + str(r['finished_at']) if r['reused'] else 'built in this run'}"
+        for r in records
+    )
+    lines = [
+        f"## {title}",
+        "",
+        f"**Method:** `python -m flows.cli pipeline --dataset demo` once per size ({catalogues}), each into its own "
+        f"bench state with the bench's cheap settings ({', '.join(f'{k}={v}' for k, v in s['settings'].items())}); "
+        f"{how}. Seconds and peak MB per stage are the pipeline's own summary (wall time of the stage; RSS of the "
+        "pipeline process and its children sampled every 0.2 s); the total is the wall time of the whole "
+        "`flows.cli` process (start-up and Prefect's temporary server included) and its tree's peak RSS sampled "
+        "every second. Per-task seconds come from the state's Prefect database (latest `pipeline` flow run and "
+        "its subflows; time spent Running, summed over a task's runs). "
+        f"Growth exponent: least-squares slope of log(seconds) against log(items) (1 = linear; the catalogue grows "
+        f"by one factor, so the slope against interactions is the same); above {s['superlinear_above']} a stage is "
+        f"flagged superlinear; under {s['too_short_seconds']:g} s at every size it is too short to fit.",
+        "",
+    ]
+    for items, error in s.get("failed_sizes", {}).items():
+        lines += [f"**{int(items):,} items failed:** `{error}`", ""]
+    rows = [
+        [name, *(_cost_cell(sec, mb) for sec, mb in zip(stage["seconds"], stage["peak_mb"], strict=True))]
+        for name, stage in s["stages"].items()
+    ]
+    total = s["total"]
+    total_cells = [f"**{_cost_cell(sec, mb)}**" for sec, mb in zip(total["seconds"], total["peak_mb"], strict=True)]
+    rows.append(["**total** (whole process)", *total_cells])
+    lines += table(["stage (seconds · peak MB)", *sizes], rows)
+    lines += ["**Growth** (per step: between consecutive sizes):", ""]
+    rows = [_growth_row(name, stage) for name, stage in s["stages"].items()]
+    rows.append(_growth_row("**total**", {**total, "why": []}))
+    lines += table(["stage", "exponent vs items", "per step", "vs interactions", "peak MB exponent", "flag", "why"],
+                   rows)  # fmt: skip
+    lines += _pipeline_tasks(s, sizes)
+    if len(records) > 1:
+        lines += [f"![seconds per stage against items, log-log, dashed: slope 1]({s['plot']})", ""]
+    return lines
+
+
+def _cost_cell(seconds: Any, peak_mb: Any) -> str:
+    return f"{f(seconds, 1, ' s')} · {f(peak_mb, 0, ' MB')}" if seconds is not None else "–"
+
+
+def _flags(stage: dict[str, Any]) -> str:
+    return ", ".join(f"**{flag}**" if flag == "superlinear" else flag for flag in stage.get("flags", [])) or "–"
+
+
+def _growth_row(name: str, stage: dict[str, Any]) -> list[str]:
+    steps = " → ".join(f(v, 2) for v in stage.get("steps_items", [])) or "–"
+    return [name, f(stage.get("exponent_items"), 2), steps, f(stage.get("exponent_interactions"), 2),
+            f(stage.get("peak_mb_exponent_items"), 2), _flags(stage), _why(stage.get("why", []))]  # fmt: skip
+
+
+def _why(reasons: list[str]) -> str:
+    """What the code knows bounds a stage (left empty for the reader otherwise)."""
+    capped = [r for r in reasons if not r.startswith("time budget")]
+    budgets = [r for r in reasons if r.startswith("time budget")]
+    return "; ".join((["capped by " + ", ".join(capped)] if capped else []) + budgets)
+
+
+def _pipeline_tasks(s: dict[str, Any], sizes: list[str]) -> list[str]:
+    """Per-task seconds from the Prefect databases (or why they could not be read)."""
+    errors = [f"{r['catalogue']['items']:,} items: `{r['prefect']['error']}`" for r in s["records"]
+              if "error" in r["prefect"]]  # fmt: skip
+    lines = ["**Per task** (Prefect; *cached*: served from Prefect's cache in that run, so not measured there):", ""]
+    if errors:
+        lines += ["Prefect database not read for " + "; ".join(errors) + ".", ""]
+    rows = []
+    for name, task in s["tasks"].items():
+        cells = []
+        for seconds, cached, runs in zip(task["seconds"], task["cached"], task["runs"], strict=True):
+            cell = "cached" if cached else f(seconds, 1, " s")
+            cells.append(cell + (f" ({runs} runs)" if runs and runs > 1 else ""))
+        rows.append([f"`{name}`", *cells, f(task.get("exponent_items"), 2), _flags(task), _why(task["why"])])
+    return lines + table(["stage/task", *sizes, "exponent vs items", "flag", "why"], rows)
+
+
 def _e2e(s: dict[str, Any] | None) -> list[str]:
     title = "5. End to end over HTTP (`bentoml serve`)"
     if (err := _error(s, title)) is not None:
@@ -442,6 +533,50 @@ def _e2e(s: dict[str, Any] | None) -> list[str]:
             f"{f(1000 * sat['concurrency'] / sat['rps'], 1) if sat['rps'] else '–'} ms).",
             "",
         ]
+    return lines
+
+
+def _memory(s: dict[str, Any] | None) -> list[str]:
+    title = "5b. Memory of the server's workers (version memory-mapped vs read into each worker)"
+    if (err := _error(s, title)) is not None:
+        return err
+    assert s is not None
+    c, m = s["comparison"], s["mappable"]
+    lines = [
+        f"## {title}",
+        "",
+        f"**Method:** `scripts/serve.sh` with {s['workers']} workers serving version `{s['version']}`, twice in the "
+        "same run, one server at a time: with `RECSYS_MEMORY_MAP=true` (the default: FAISS indexes, item-item "
+        "tables, iALS factors and text vectors memory-mapped read-only, one copy in the page cache for all workers) "
+        "and with `RECSYS_MEMORY_MAP=false` (the baseline: each worker reads its own copy). Each server is first "
+        f"warmed by the load generator over {s['warm_users']} known users (concurrency {s['workers']}), then every "
+        "process of its tree is read from `/proc/<pid>/smaps_rollup`. RSS counts a shared page in full in every "
+        "process mapping it, PSS splits it among them: the PSS sum over the tree (workers and `bentoml serve` "
+        "itself) is what the service costs. Mapped pages only become resident when a request touches them.",
+        "",
+    ]
+    rows = []
+    for label, name in (
+        ("mapped", "memory-mapped (default)"),
+        ("read", "read into each worker (RECSYS_MEMORY_MAP=false)"),
+    ):
+        r = s[label]
+        w = r["per_worker"]
+        rows.append([name, f(r["workers"]), f(w["rss_mib"], 1), f(w["private_mib"], 1), f(r["total_pss_mib"], 1)])
+    lines += table(["server", "workers", "RSS per worker (MiB)", "private per worker (MiB)",
+                    "PSS sum of the service (MiB)"], rows)  # fmt: skip
+    legacy = (
+        f" (plus {f(m['npz_mib'], 1)} MiB of older `.npz` tables, read into memory either way)"
+        if m.get("npz_files")
+        else ""
+    )
+    lines += [
+        f"Memory-mapping saves **{f(c['saving_mib'], 1)} MiB** of the service's PSS (reading takes "
+        f"{x(c['saving_ratio'])} as much) and {f(c['saving_per_extra_worker_mib'], 1)} MiB of private memory for "
+        f"every worker beyond the first; the version's mappable files (`stage1/**/*.faiss`, `*.npy`) take {f(m['mib'], 1)} MiB in {m['files']} files"
+        f"{legacy}.",
+        "",
+    ]  # fmt: skip
     return lines
 
 

@@ -1,11 +1,14 @@
 """``python -m bench.run`` (``make bench``): run the benchmark sections, write BENCHMARKS.md and bench.json.
 
 Sections: ``ann`` (stage-1 FAISS at 100 k and 1 M synthetic vectors), ``features`` (feature assembly for 500
-candidates), ``scoring`` (LightGBM vs lleaves), ``embedding`` (text encoder backends), ``e2e`` (HTTP load test of
-``bentoml serve`` on a 100 k-item catalogue), ``live`` (``POST /events`` throughput, freshness of a purchase on
-both workers, ``/recommend`` while events arrive; same server and catalogue as ``e2e``). ``--quick`` shrinks every
-section (ANN at 100 k only, a 5 k-item catalogue, short load runs); ``--skip``/``--only`` pick sections. Output:
-``<state>/bench/`` (state from ``RECSYS_STATE_DIR``, default ``.state``), or ``--out``.
+candidates), ``scoring`` (LightGBM vs lleaves), ``embedding`` (text encoder backends), ``pipeline`` (wall time and
+peak memory of each offline pipeline stage at 20 k and 100 k items, growth exponents; builds the bench states the
+next sections reuse; ``--pipeline-sizes`` adds e.g. 1 M), ``e2e`` (HTTP load test of ``bentoml serve`` on a
+100 k-item catalogue), ``memory`` (resident memory of each server worker with the version memory-mapped vs read into
+each worker; same catalogue), ``live`` (``POST /events`` throughput, freshness of a purchase on both workers,
+``/recommend`` while events arrive; same server and catalogue as ``e2e``). ``--quick`` shrinks every section (ANN at
+100 k only, a 5 k-item catalogue, short load runs); ``--skip``/``--only`` pick sections. Output: ``<state>/bench/``
+(state from ``RECSYS_STATE_DIR``, default ``.state``), or ``--out``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -26,14 +30,16 @@ import faiss  # noqa: F401 - FAISS before torch (see STACK.md); torch comes in w
 
 from bench.common import load_reading, log
 from bench.machine import describe_machine
+from bench.pipeline_cost import QUICK_SCALES, SCALES, parse_sizes
 from bench.report import render
 from bench.state import FULL, QUICK, ensure_state
 from models.settings import Settings
 from serving.state import champion_pointer
 
-SECTIONS = ("ann", "features", "scoring", "embedding", "e2e", "live")
+SECTIONS = ("ann", "features", "scoring", "embedding", "pipeline", "e2e", "memory", "live")
 ALIASES = {"http": "e2e", "model": "scoring", "embeddings": "embedding", "stage1": "ann", "events": "live",
-           "freshness": "live"}  # fmt: skip
+           "freshness": "live", "mmap": "memory", "rss": "memory",
+           "cost": "pipeline", "offline": "pipeline"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,11 @@ class Plan:
     live_batch100_requests: int
     live_trials: int
     live_duration: float
+    pipeline_sizes: tuple[int, ...] = SCALES
 
 
 FULL_PLAN = Plan((100_000, 1_000_000), 300, 5, 100, 2000, 100, 45.0, 20.0, 5.0, 300, 200, 50, 30, 20.0)
-QUICK_PLAN = Plan((100_000,), 200, 3, 40, 500, 50, 10.0, 5.0, 3.0, 100, 60, 15, 10, 8.0)
+QUICK_PLAN = Plan((100_000,), 200, 3, 40, 500, 50, 10.0, 5.0, 3.0, 100, 60, 15, 10, 8.0, pipeline_sizes=QUICK_SCALES)
 
 
 def _sections(values: list[str] | None) -> set[str]:
@@ -82,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version-dir", type=Path, default=None,
                         help="published version for sections 2-3 (default <state>/versions/current, else the bench state's)")  # fmt: skip
     parser.add_argument("--ann-sizes", default=None, help="comma-separated N for section 1, e.g. 100000,1000000")
+    parser.add_argument("--pipeline-sizes", default=None,
+                        help="comma-separated items for the pipeline section, e.g. 20000,100000,1000000 (users and "
+                             "interactions by the demo's ratios; each new size runs the whole pipeline once)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=2,
                         help="requests in flight in sections 5 and 6 (default 2: one per core and server worker)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=None, help="seconds measured at that concurrency")
@@ -96,6 +106,8 @@ class Bench:
         self.plan = QUICK_PLAN if args.quick else FULL_PLAN
         if args.ann_sizes:
             self.plan = replace(self.plan, ann_sizes=tuple(int(v) for v in args.ann_sizes.split(",")))
+        if args.pipeline_sizes:
+            self.plan = replace(self.plan, pipeline_sizes=parse_sizes(args.pipeline_sizes))
         if args.duration:
             self.plan = replace(self.plan, e2e_duration=args.duration)
         self.out_dir = (args.out or self.settings.state_dir / "bench").resolve()
@@ -112,6 +124,7 @@ class Bench:
             "total_seconds": 0.0,
         }
         self._state: tuple[Path, dict[str, Any]] | None = None
+        self._measured_states: set[str] = set()  # built or checked by the pipeline section: not rebuilt again
         self._fixture: Any = None
 
     # ---- shared set-up -----------------------------------------------------------------------------------------
@@ -120,7 +133,8 @@ class Bench:
             started = time.perf_counter()
             catalogue = QUICK if self.args.quick else FULL
             try:
-                self._state = ensure_state(catalogue, root=self.out_dir, rebuild=self.args.rebuild_state)
+                rebuild = self.args.rebuild_state and catalogue.name not in self._measured_states
+                self._state = ensure_state(catalogue, root=self.out_dir, rebuild=rebuild)
             finally:
                 self.results["durations"]["bench_state"] = {
                     "seconds": round(time.perf_counter() - started, 1),
@@ -172,6 +186,14 @@ class Bench:
         return run_embedding(texts=self.plan.embed_texts, queries=self.plan.embed_queries,
                              cache_dir=self.settings.cache_dir)  # fmt: skip
 
+    def pipeline(self) -> dict[str, Any]:
+        from bench.pipeline_cost import run_pipeline_cost
+
+        result = run_pipeline_cost(self.plan.pipeline_sizes, root=self.out_dir, rebuild=self.args.rebuild_state,
+                                   out_dir=self.out_dir)  # fmt: skip
+        self._measured_states.update(Path(r["state_dir"]).name for r in result["records"])
+        return result
+
     def e2e(self) -> dict[str, Any]:
         from bench.e2e import run_e2e
 
@@ -180,6 +202,13 @@ class Bench:
         return run_e2e(state_dir, self.out_dir / "e2e", concurrency=self.args.concurrency,
                        duration=self.plan.e2e_duration, baseline_duration=self.plan.e2e_baseline_duration,
                        warmup=self.plan.e2e_warmup, in_process_users=self.plan.e2e_in_process_users)  # fmt: skip
+
+    def memory(self) -> dict[str, Any]:
+        from bench.memory import run_memory
+
+        state_dir = self.bench_state()
+        self._fixture = None  # free the loaded version: this process is not measured, but it shares the memory
+        return run_memory(state_dir, self.out_dir / "memory", workers=os.cpu_count() or 2)
 
     def live(self) -> dict[str, Any]:
         from bench.live import LivePlan, run_live

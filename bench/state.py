@@ -20,10 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import load_reading, log
 from models.settings import PROJECT_ROOT, Settings
 
 MARKER = "bench-state.json"
+PEAK_SAMPLE_SECONDS = 1.0
+"""How often the pipeline's process tree is sampled for its peak RSS."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,25 @@ class Catalogue:
     def name(self) -> str:
         return f"state-demo-{self.items}x{self.users}x{self.interactions}"
 
+    @classmethod
+    def scaled(cls, items: int) -> Catalogue:
+        """The demo's default catalogue (``Settings``' demo_items / demo_users / demo_interactions) scaled to
+        ``items``: users and interactions keep their ratio to items, so sizes differ by one factor only."""
+        fields = Settings.model_fields
+        base_items = int(fields["demo_items"].default)
+        users = round(items * int(fields["demo_users"].default) / base_items)
+        interactions = round(items * int(fields["demo_interactions"].default) / base_items)
+        return cls(items, users, interactions)
 
-FULL = Catalogue(100_000, 20_000, 1_500_000)
-QUICK = Catalogue(5_000, 2_000, 100_000)
+
+FULL = Catalogue.scaled(100_000)  # 100 000 items, 25 000 users, 1 500 000 interactions
+QUICK = Catalogue.scaled(5_000)  # 5 000 items, 1 250 users, 75 000 interactions
+"""Scaled like the demo's default catalogue, so the pipeline section's cost curve builds the very states the
+serving sections reuse."""
+
+SECONDS_LINE = "per-stage seconds:"
+PEAK_MB_LINE = "per-stage peak memory (MB):"
+"""The prefixes of the pipeline's two summary lines (``flows/cli.py:print_summary``)."""
 
 CHEAP_SETTINGS = {
     "RECSYS_TRAIN_MAX_USERS": "800",
@@ -121,13 +141,20 @@ def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool =
     )
     load_before = load_reading()
     started = time.perf_counter()
+    peak_bytes = 0
     with open(log_path, "ab") as out:
         out.write(f"\n=== {datetime.now(UTC).isoformat()} {' '.join(command)}\n".encode())
         out.flush()
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT)
         next_beat = time.perf_counter() + 60
         while process.poll() is None:
-            time.sleep(1.0)
+            # The tree's RSS is sampled, not read from getrusage(RUSAGE_CHILDREN).ru_maxrss: that is the peak of
+            # the single largest descendant (not the sum over the pipeline and its Dask workers) and a high-water
+            # mark over every child this process ever waited for, so no difference of two readings isolates one
+            # run. Sampling sums the tree as flows/memory.py does for the per-stage figures (shared pages count
+            # in every process), but misses peaks shorter than the interval.
+            peak_bytes = max(peak_bytes, tree_rss_bytes(process.pid))
+            time.sleep(PEAK_SAMPLE_SECONDS)
             if time.perf_counter() >= next_beat:
                 next_beat += 60
                 log(f"  pipeline running for {time.perf_counter() - started:.0f} s: {_last_line(log_path)}")
@@ -139,12 +166,14 @@ def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool =
         )
     if not current.exists():
         raise RuntimeError(f"pipeline finished but {current} does not exist")
-    summary = _pipeline_summary(log_path)
     marker = {
         "catalogue": asdict(catalogue),
         "settings": CHEAP_SETTINGS,
         "pipeline_seconds": round(seconds, 1),
-        "pipeline_stage_seconds": summary,
+        "pipeline_stage_seconds": pipeline_summary(log_path, SECONDS_LINE),
+        "pipeline_stage_peak_mb": pipeline_summary(log_path, PEAK_MB_LINE),
+        "pipeline_peak_mb": round(peak_bytes / 2**20, 1),
+        "pipeline_peak_mb_sampled_every_s": PEAK_SAMPLE_SECONDS,
         "resumed_partial_state": resumed,
         "load_before": load_before,
         "load_after": load_reading(),
@@ -166,18 +195,42 @@ def _last_line(path: Path) -> str:
         return ""
 
 
-def _pipeline_summary(log_path: Path) -> dict[str, float]:
-    """The pipeline's own per-stage seconds from its final summary line ("per-stage seconds: data 3.1, ...")."""
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and its live descendants (0 once it has ended)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:  # ended between listing and reading
+            continue
+    return total
+
+
+def parse_stage_values(text: str) -> dict[str, float]:
+    """``"data 3.1, stage1 20.0"`` → ``{"data": 3.1, "stage1": 20.0}``; a part without a number is skipped."""
+    stages: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.strip().rpartition(" ")
+        try:
+            stages[name] = float(value)
+        except ValueError:
+            continue
+    return stages
+
+
+def pipeline_summary(log_path: Path, prefix: str = SECONDS_LINE) -> dict[str, float]:
+    """The pipeline's own per-stage figures from the last summary line starting with ``prefix`` (the log is
+    appended to by every run of the folder, so the last one is the latest run's); {} when there is none."""
+    if not log_path.exists():
+        return {}
     for line in reversed(log_path.read_text(errors="replace").splitlines()):
-        if line.startswith("per-stage seconds:"):
-            stages = {}
-            for part in line.split(":", 1)[1].split(","):
-                name, _, value = part.strip().rpartition(" ")
-                try:
-                    stages[name] = float(value)
-                except ValueError:
-                    continue
-            return stages
+        if line.startswith(prefix):
+            return parse_stage_values(line[len(prefix) :])
     return {}
 
 
