@@ -32,6 +32,9 @@ def cluster():
 
 def test_embedding_shards_run_on_dask(small_state, cluster, tmp_path: Path):
     settings, dataset_dir = small_state
+    # the reference encoder: its vectors do not depend on the batch a text is encoded in. The int8 encoder's do
+    # (onnxruntime quantises activations per batch), so shards agree with a local run only to cosine ~0.999 there.
+    settings = settings.model_copy(update={"embedding_backend": "torch"})
     local = embedding_flow.with_options(task_runner=task_runner(settings))(str(dataset_dir), settings)
     dask_settings = settings.model_copy(
         update={
