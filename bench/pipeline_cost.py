@@ -226,6 +226,22 @@ def growth(
     }
 
 
+ITEM_ITEM_STEPS = ("stage1", "stage1/tune_peers", "serving_stage1", "serving_stage1/build_serving_stage1", "reranker",
+                   "reranker/build_training_set", "reranker/evaluate_reranker")  # fmt: skip
+"""Where stage 1 (or a tuning trial) is fitted: EASE^R's n x n inverse (cubic) and the dense RP3beta / item-kNN
+products (quadratic) over the active items, up to ``item_item_max_items`` (models/retrieval/item_item.py)."""
+
+
+def item_item_reasons(items: Sequence[int], settings: dict[str, str] = CHEAP_SETTINGS) -> dict[str, list[str]]:
+    """The steps that fit dense item x item models: superlinear in items below the cap, flat in them above it."""
+    env = "RECSYS_ITEM_ITEM_MAX_ITEMS"
+    cap = int(settings.get(env, Settings.model_fields["item_item_max_items"].default))
+    above = [n for n in items if n > cap]
+    where = f", binding from {min(above):,} items on" if above else ""
+    reason = f"{env}={cap} (default{where}; below it the dense item-item fits grow as items^3: EASE^R's inverse)"
+    return {name: [reason] for name in ITEM_ITEM_STEPS}
+
+
 def caps(users: Sequence[int], settings: dict[str, str] = CHEAP_SETTINGS) -> dict[str, list[str]]:
     """For each stage (and ``stage/task``), the settings that bound its work whatever the size (a user cap below
     the sizes' users, a time budget), one short reason each. Values as the bench's pipeline sees them:
@@ -284,6 +300,8 @@ def analyse(records: list[dict[str, Any]]) -> dict[str, Any]:
     interactions = [r["catalogue"]["interactions"] for r in records]
     users = [r["catalogue"]["users"] for r in records]
     bounded = caps(users)
+    for name, reasons in item_item_reasons(items).items():
+        bounded.setdefault(name, []).extend(reasons)
     stage_names = list(dict.fromkeys(n for r in records for n in r["stage_seconds"]))
     seconds = _series(records, stage_names, lambda r, n: r["stage_seconds"].get(n))
     peak = _series(records, stage_names, lambda r, n: r["stage_peak_mb"].get(n))

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from bench.pipeline_cost import analyse, caps, fit_exponent, growth, parse_sizes, plot, task_durations
+from bench.pipeline_cost import (
+    analyse,
+    caps,
+    fit_exponent,
+    growth,
+    item_item_reasons,
+    parse_sizes,
+    plot,
+    task_durations,
+)
 from bench.report import render
 from bench.state import PEAK_MB_LINE, SECONDS_LINE, Catalogue, parse_stage_values, pipeline_summary, tree_rss_bytes
 
@@ -236,3 +245,11 @@ def test_tree_rss_counts_a_live_process_and_nothing_for_an_ended_one() -> None:
         if child.stdout:
             child.stdout.close()
     assert tree_rss_bytes(child.pid) == 0
+
+
+def test_item_item_fits_explain_superlinear_steps_until_their_cap():
+    below = item_item_reasons([5_000, 10_000], {"RECSYS_ITEM_ITEM_MAX_ITEMS": "12000"})
+    assert "stage1/tune_peers" in below and "serving_stage1" in below and "data" not in below
+    assert "items^3" in below["stage1/tune_peers"][0] and "binding from" not in below["stage1/tune_peers"][0]
+    above = item_item_reasons([20_000, 100_000], {"RECSYS_ITEM_ITEM_MAX_ITEMS": "12000"})
+    assert "binding from 20,000 items on" in above["serving_stage1"][0]
