@@ -33,6 +33,7 @@ from models.ranking.rules import RulesConfig
 from models.recommender.offline import offline_recommender
 from models.recommender.recommender import Recommender
 from models.recommender.request import Request
+from models.retrieval.indexes import one_search_thread
 from models.retrieval.stage1 import Stage1, fit_stage1
 from models.settings import Settings
 from models.training.steps import ABLATION_GROUPS, ablated_ranker, load_ranker, load_stage1_config
@@ -80,16 +81,17 @@ def rank_with_recommenders(
     first, *_ = recommenders.values()
     rankings: dict[str, dict[str, list[str]]] = {name: {} for name in recommenders}
     latencies = []
-    for user in progress(users.users, desc=f"evaluation: {', '.join(recommenders)}", unit="user"):
-        request = Request(user_id=user, k=k, as_of=users.as_of[user])
-        features = users.features[user]
-        started = time.perf_counter()
-        retrieval = first.retrieve(request, features)
-        for position, (name, recommender) in enumerate(recommenders.items()):
-            result = recommender.recommend(request, features, retrieval=retrieval)
-            if position == 0:
-                latencies.append((time.perf_counter() - started) * 1000.0)
-            rankings[name][user] = [item.item_id for item in result.items]
+    with one_search_thread():  # one query at a time
+        for user in progress(users.users, desc=f"evaluation: {', '.join(recommenders)}", unit="user"):
+            request = Request(user_id=user, k=k, as_of=users.as_of[user])
+            features = users.features[user]
+            started = time.perf_counter()
+            retrieval = first.retrieve(request, features)
+            for position, (name, recommender) in enumerate(recommenders.items()):
+                result = recommender.recommend(request, features, retrieval=retrieval)
+                if position == 0:
+                    latencies.append((time.perf_counter() - started) * 1000.0)
+                rankings[name][user] = [item.item_id for item in result.items]
     return rankings, latencies
 
 

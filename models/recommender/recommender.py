@@ -27,7 +27,7 @@ from models.recommender.request import NO_FILTERS, Recommended, Request, Result,
 from models.recommender.retrieval import query_for, retrieve, user_is_known
 from models.recommender.similar import similar_items
 from models.retrieval.fusion import Candidates
-from models.retrieval.sources import CollaborativeSource, SemanticSource, UserQuery
+from models.retrieval.sources import CollaborativeSource, SemanticSource, UserQuery, in_sorted
 from models.retrieval.stage1 import Stage1
 
 
@@ -121,9 +121,7 @@ class Recommender:
             user_collab_vector=self.collaborative.user_vector(query),
             candidate_text_vectors=self.text_vectors[rows],
             candidate_collab_vectors=collab_items,
-            seen_counts=np.isin(retrieval.candidates.item_ids, list(seen)).astype(np.float32)
-            if seen
-            else np.zeros(len(rows), np.float32),
+            seen_counts=in_sorted(rows, self._rows_of(seen)).astype(np.float32),
             provenance_ranks=retrieval.candidates.ranks,
             provenance_scores=retrieval.candidates.scores,
             fused_scores=_fused_scores(retrieval.candidates),
@@ -132,6 +130,13 @@ class Recommender:
             session_vector=self._session_vector(query.history_items[-self.stage1.config.recent_items :]),
         )
         return assemble(UserRow.from_mapping(user, self.spec), block, inputs)
+
+    def _rows_of(self, item_ids: frozenset[str]) -> np.ndarray:
+        """The catalogue rows of ``item_ids``, ascending (unknown items left out)."""
+        if not item_ids:
+            return np.empty(0, dtype=np.int64)
+        rows = self.row_of.get_indexer(list(item_ids))
+        return np.unique(rows[rows >= 0])
 
     def _session_vector(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """The session's taste: the mean text vector of the user's last items (the request's session items last)."""

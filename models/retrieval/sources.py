@@ -14,6 +14,7 @@ and the tables, so a request never maps string ids back and forth in the hot pat
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,7 +43,7 @@ class UserQuery:
     text_vector: np.ndarray | None = None
     exclude: frozenset[str] = frozenset()
     exclude_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    """The rows of ``exclude``; sources filter on these (``Stage1`` fills them in)."""
+    """The rows of ``exclude``, ascending; sources filter on these (``Stage1`` fills them in)."""
     seen_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     """The catalogue rows of ``seen``, in its order (``Stage1`` fills them in)."""
 
@@ -78,10 +79,20 @@ class CandidateSource(Protocol):
     def retrieve(self, query: UserQuery, k: int) -> SourceResult: ...
 
 
+def in_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_values)`` for an ascending ``sorted_values``: a binary search per value, without
+    the sort of both arrays ``np.isin`` does on every call (the hot path runs it once per source and request)."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[positions] == values
+
+
 def drop_excluded(source: str, rows: np.ndarray, scores: np.ndarray, exclude: np.ndarray, k: int) -> SourceResult:
+    """The first ``k`` rows that are valid (FAISS pads with -1) and not in ``exclude`` (ascending rows)."""
     keep = rows >= 0
     if len(exclude):
-        keep &= ~np.isin(rows, exclude)
+        keep &= ~in_sorted(rows, exclude)
     return SourceResult(source, rows[keep][:k].astype(np.int64), scores[keep][:k])
 
 
@@ -157,20 +168,27 @@ class PopularSource:
     """The most popular items as of the query time, by interaction counts decayed with the popularity's half-life
     (short: trending; long: steady favourites)."""
 
+    CACHE_BYTES = 256 * 2**20
+    """Memory for the per-day orders: an offline evaluation queries users as of many different days."""
+
     def __init__(self, name: str, popularity: Popularity):
         self.name = name
         self.popularity = popularity
-        self._order: dict[int, np.ndarray] = {}
+        self._order: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_days = max(8, self.CACHE_BYTES // (8 * max(len(popularity.item_ids), 1)))
 
     def order_on(self, as_of: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows by decreasing popularity, scores) as of a day; the sort is cached per day."""
+        """(rows by decreasing popularity, scores) as of a day; the sort is cached per day (least recently used
+        days leave first)."""
         scores = self.popularity.scores_at(as_of)
         day = int(np.floor(as_of / DAY_SECONDS))
-        if day not in self._order:
-            if len(self._order) > 64:
-                self._order.clear()
+        if day in self._order:
+            self._order.move_to_end(day)
+        else:
             order = np.argsort(-scores, kind="stable")
             self._order[day] = order[scores[order] > 0]
+            if len(self._order) > self._cache_days:
+                self._order.popitem(last=False)
         return self._order[day], scores
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:

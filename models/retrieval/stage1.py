@@ -26,7 +26,7 @@ from models.data.contract import Dataset
 from models.files import ArtifactError
 from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_item_vectors, mips_query
 from models.retrieval.fusion import Candidates, fuse
-from models.retrieval.indexes import VectorIndex, exact_search
+from models.retrieval.indexes import VectorIndex, exact_search, faster_of_ivf_and_exact
 from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item
 from models.retrieval.matrices import interaction_matrix
 from models.retrieval.popularity import DecayedPopularity, PopularitySnapshot
@@ -143,10 +143,10 @@ class Stage1:
         return SourceResult(result.source, result.rows[keep], result.scores[keep])
 
     def with_rows(self, query: UserQuery) -> UserQuery:
-        """The query with the catalogue rows of its excluded and seen items filled in."""
+        """The query with the catalogue rows of its excluded (ascending) and seen items filled in."""
         exclude = self._row_of.get_indexer(list(query.exclude)) if query.exclude else np.empty(0, np.int64)
         seen = self._row_of.get_indexer(list(query.seen)) if len(query.seen) else np.empty(0, np.int64)
-        return replace(query, exclude_rows=exclude[exclude >= 0].astype(np.int64),
+        return replace(query, exclude_rows=np.unique(exclude[exclude >= 0]).astype(np.int64),
                        seen_rows=seen[seen >= 0].astype(np.int64))  # fmt: skip
 
     def retrieve_all(self, query: UserQuery, k: int) -> list[SourceResult]:
@@ -170,6 +170,8 @@ def _tuned_index(vectors: np.ndarray, queries: np.ndarray, item_ids: np.ndarray,
     if len(queries):
         index.tune(queries, exact_search(vectors, queries, config.serving_k), config.serving_k,
                    config.ann_target_recall)  # fmt: skip
+        if config.index_factory is None:  # a factory set by hand is kept
+            index = faster_of_ivf_and_exact(index, vectors, queries, config.serving_k)
     return index
 
 

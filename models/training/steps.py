@@ -28,11 +28,13 @@ from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import CATEGORICAL_FEATURES, FeatureSpec
 from models.features.store import open_store
 from models.files import write_json
+from models.progress import progress
 from models.ranking.ranker import Ranker, RankerParams, RankingData, fit_ranker, ranking_dataset
 from models.ranking.rules import NEUTRAL_RULES
 from models.recommender.offline import offline_recommender
 from models.recommender.request import Request
 from models.recommender.retrieval import query_for
+from models.retrieval.indexes import one_search_thread
 from models.retrieval.stage1 import Stage1, Stage1Config, fit_stage1
 from models.settings import Settings
 from models.training.fusion import tune_fusion_weights, user_candidates
@@ -74,12 +76,13 @@ def choose_fusion(
     as_of = dict(zip(users, unix_seconds(cut).tolist(), strict=True))
     sources = [source.name for source in stage1.sources]
     candidates = []
-    for user in users:
-        query, _ = query_for(Request(user_id=user, as_of=as_of[user]), frame.loc[user].to_dict())
-        rows = row_of.get_indexer(sorted(relevant[user]))
-        rows = rows[rows >= 0]
-        if len(rows):
-            candidates.append(user_candidates(stage1.retrieve_all(query, settings.candidates_k), sources, rows))
+    with one_search_thread():  # one query at a time
+        for user in progress(users, desc="fusion weights: stage 1", unit="user"):
+            query, _ = query_for(Request(user_id=user, as_of=as_of[user]), frame.loc[user].to_dict())
+            rows = row_of.get_indexer(sorted(relevant[user]))
+            rows = rows[rows >= 0]
+            if len(rows):
+                candidates.append(user_candidates(stage1.retrieve_all(query, settings.candidates_k), sources, rows))
     ks = [k for k in settings.k_sweep if k <= settings.candidates_k] or [settings.candidates_k]
     weights, tuned, start = tune_fusion_weights(stage1.config.weights, candidates, sources, (min(ks), max(ks)))
     return weights, {"validation_recall_start": start, "validation_recall_tuned": tuned,

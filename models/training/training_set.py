@@ -26,6 +26,7 @@ from models.progress import progress
 from models.ranking.ranker import RankingData
 from models.recommender.recommender import Recommender
 from models.recommender.request import Request
+from models.retrieval.indexes import one_search_thread
 from models.settings import Settings
 
 EVENT_GRADES = {C.CLICK: 1, C.ADD_TO_CART: 2, C.PURCHASE: 3}
@@ -77,13 +78,14 @@ def build_training_set(
     histories = user_frame.set_index(C.USER_ID)
     labels = label_grades(inner.holdout, inner.history)
     retrievals = {}
-    for user in progress(users, desc="training set: stage 1", unit="user"):
-        request = Request(user_id=user, k=settings.candidates_k, as_of=as_of[user])
-        retrieval = recommender.retrieve(request, histories.loc[user].to_dict())
-        mine = labels.get(user, {})
-        grades = np.array([mine.get(item, 0) for item in retrieval.candidates.item_ids.tolist()], dtype=np.int32)
-        if grades.max(initial=0) > 0:  # no gradient without a positive in the group
-            retrievals[user] = (request, retrieval, grades)
+    with one_search_thread():  # one query at a time
+        for user in progress(users, desc="training set: stage 1", unit="user"):
+            request = Request(user_id=user, k=settings.candidates_k, as_of=as_of[user])
+            retrieval = recommender.retrieve(request, histories.loc[user].to_dict())
+            mine = labels.get(user, {})
+            grades = np.array([mine.get(item, 0) for item in retrieval.candidates.item_ids.tolist()], dtype=np.int32)
+            if grades.max(initial=0) > 0:  # no gradient without a positive in the group
+                retrievals[user] = (request, retrieval, grades)
     if not retrievals:
         raise ValueError("no training user has a labelled candidate: stage 1 retrieves none of the label items")
     stored_users = user_rows.set_index(C.USER_ID)
