@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from models.files import ArtifactError
-from models.retrieval.indexes import VectorIndex, ann_recall, choose_factory, exact_search
+from models.retrieval.indexes import (
+    FLAT_MIN_SPEEDUP,
+    VectorIndex,
+    ann_recall,
+    choose_factory,
+    exact_search,
+    faster_of_ivf_and_exact,
+    one_search_thread,
+)
 
 
 def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -160,3 +168,35 @@ def test_ivf_pq_option_for_very_large_catalogues(tmp_path: Path):
     assert recall >= 0.5 and index.params["nprobe"] >= 1
     loaded = VectorIndex.load(tmp_path, index.save(tmp_path, "pq"), expected_dim=32)
     np.testing.assert_array_equal(loaded.search(vectors[:3], 10)[1], index.search(vectors[:3], 10)[1])
+
+
+def test_exact_search_replaces_the_ivf_only_when_measured_faster():
+    vectors = unit_vectors(3000, dim=65, seed=4)
+    queries = unit_vectors(40, dim=65, seed=5)
+    ivf = VectorIndex.build(vectors, ids(3000), factory="IVF32,SQ8")
+    ivf.tune(queries, exact_search(vectors, queries, 200), 200, target=0.95)
+    chosen = faster_of_ivf_and_exact(ivf, vectors, queries, 200)
+    timings = chosen.params["compared"]
+    assert set(timings) == {"IVF32,SQ8", "Flat"}
+    assert (chosen.factory == "Flat") == (timings["Flat"] * FLAT_MIN_SPEEDUP < timings["IVF32,SQ8"])
+    if chosen.factory == "Flat":
+        assert chosen.params["recall_vs_exact"] == 1.0
+        assert np.array_equal(chosen.search_rows(queries, 200)[1], exact_search(vectors, queries, 200))
+    else:
+        assert chosen is ivf and chosen.params["nprobe"] == ivf.params["nprobe"]
+    assert faster_of_ivf_and_exact(chosen, vectors, queries, 200) is chosen or chosen.factory != "Flat"
+
+
+def test_an_exact_index_or_an_empty_query_set_is_kept_as_is():
+    vectors = unit_vectors(500)
+    flat = VectorIndex.build(vectors, ids(500))
+    assert faster_of_ivf_and_exact(flat, vectors, vectors[:5], 10) is flat
+    ivf = VectorIndex.build(unit_vectors(2000), ids(2000), factory="IVF16,Flat")
+    assert faster_of_ivf_and_exact(ivf, unit_vectors(2000), np.empty((0, 16), np.float32), 10) is ivf
+
+
+def test_one_search_thread_restores_the_thread_count():
+    before = faiss.omp_get_max_threads()
+    with one_search_thread():
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before

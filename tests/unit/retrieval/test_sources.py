@@ -21,6 +21,7 @@ from models.retrieval.sources import (
     SemanticSource,
     SourceResult,
     UserQuery,
+    in_sorted,
 )
 
 DAY0 = 20_000 * DAY_SECONDS  # a whole day in unix seconds
@@ -180,3 +181,35 @@ def test_rp3beta_links_items_shared_by_users():
     assert table[0, 1] > 0 and table[1, 0] > 0  # a and b co-occur
     assert table[0, 2] == 0 and table[2, 0] == 0  # c shares no user with them
     assert np.all(np.diag(table) == 0)
+
+
+def test_in_sorted_is_isin_for_an_ascending_array():
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 7, 300):
+        values = rng.integers(-1, 500, size=1000)
+        members = np.unique(rng.integers(0, 500, size=size))
+        np.testing.assert_array_equal(in_sorted(values, members), np.isin(values, members))
+
+
+def test_popular_orders_stay_right_over_more_days_than_the_cache_holds():
+    log = events([(item, day) for day in range(0, 40, 3) for item in NAMES[: 1 + day % 4]])
+    source = PopularSource("popular_short", DecayedPopularity(log, NAMES.tolist(), half_life_days=7.0))
+    source._cache_days = 8  # a small cache, so most days below are computed after being evicted
+    days = [*range(1, 40), *range(39, 0, -2)]
+    for day in days:
+        got = source.retrieve(UserQuery("u", as_of=DAY0 + day * DAY_SECONDS), k=4)
+        fresh = PopularSource("p", DecayedPopularity(log, NAMES.tolist(), half_life_days=7.0))
+        expected = fresh.retrieve(UserQuery("u", as_of=DAY0 + day * DAY_SECONDS), k=4)
+        np.testing.assert_array_equal(got.rows, expected.rows)
+        assert len(source._order) <= 8
+
+
+def test_item_item_scores_read_from_the_csr_arrays_equal_the_matrix_product():
+    import scipy.sparse as sp
+
+    table = sp.random(300, 300, density=0.05, format="csr", random_state=np.random.default_rng(8))
+    source = ItemItemSource("ease", table, history=50, decay=0.9)
+    rows = np.array([5, 17, 5, 299, 0])  # repeated rows add up, as in the product
+    weights = np.power(0.9, np.arange(len(rows)))
+    expected = (sp.csr_matrix((weights, (np.zeros(len(rows)), rows)), shape=(1, 300)) @ table).toarray().ravel()
+    np.testing.assert_allclose(source.scores(rows, weights), expected, rtol=1e-12)
