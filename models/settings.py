@@ -142,8 +142,11 @@ class Settings(BaseSettings):
     ranker_folds: int = Field(
         default=3, ge=2, description="User folds of the re-ranker's cross-validation on the validation cut."
     )
-    k_tolerance: float = Field(
-        default=0.01, ge=0, lt=1, description="Chosen K: smallest within this NDCG share of the best."
+    k_standard_errors: float = Field(
+        default=1.0,
+        ge=0,
+        description="Chosen K: the smallest whose out-of-fold NDCG@10 deficit to the best K, paired over the same "
+        "users, is within this many standard errors (0: the best K).",
     )
     ablation: bool = Field(
         default=True, description="Also train without price/stock/recency features (datasets with prices)."

@@ -164,7 +164,7 @@ def evaluation_step(
         "k_sweep": {
             "rows": section["k_sweep"],
             "chosen_k": k_served,
-            "tolerance": settings.k_tolerance,
+            "rule": f"smallest K within {settings.k_standard_errors:g} standard error(s) of the best, paired",
             "measured_on": "validation cut (out-of-fold, users of the training set)",
         },  # fmt: skip
         "validation_ndcg@10": section["validation_ndcg"],

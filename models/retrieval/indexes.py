@@ -215,6 +215,8 @@ class VectorIndex:
             raise ArtifactError(f"{path}: metric '{entry.get('metric')}' is not '{METRIC}'")
         try:
             index = faiss.read_index(str(path), MAPPED if mapped else 0)
+            if mapped:
+                without_prefetch_threads(index)
         except RuntimeError as error:
             raise ArtifactError(f"{path}: not a readable FAISS index ({str(error).splitlines()[0]})") from error
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -252,6 +254,18 @@ FLAT_MAX_BYTES = 2**30
 """Largest float32 matrix that may be served by exact search instead of the tuned IVF (when exact is faster)."""
 FLAT_MIN_SPEEDUP = 1.5
 """Exact search replaces the IVF only when this much faster: the timing is noisy, the choice should not flip."""
+
+
+def without_prefetch_threads(index: faiss.Index) -> None:
+    """A memory-mapped IVF reads its lists through ``OnDiskInvertedLists``, which by default starts 32 prefetch
+    threads on every search: measured on the demo's 20 k-item semantic index, 4.1 ms a single query instead of
+    1.1 ms with them off (the lists are in the page cache; the results are the same)."""
+    try:
+        lists = faiss.extract_index_ivf(index).invlists
+    except RuntimeError:  # not an IVF index
+        return
+    if lists is not None and isinstance(lists := faiss.downcast_InvertedLists(lists), faiss.OnDiskInvertedLists):
+        lists.prefetch_nthread = 0
 
 
 @contextmanager

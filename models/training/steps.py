@@ -3,7 +3,8 @@
 1. ``training_step``: stage 1 fitted on the inner history with the tuned peers' hyperparameters, its fusion weights
    chosen on the validation users, their candidates labelled by the validation window (the training set);
 2. ``train_step``: LambdaRank cross-validated over user folds at every candidate-set size K — the served K is the
-   smallest within a tolerance of the best out-of-fold NDCG@10 — then one model trained on every user at that K.
+   smallest whose out-of-fold NDCG@10 is within one standard error of the best, paired over the same users — then
+   one model trained on every user at that K.
 
 Each step reads what the previous one wrote (numpy, LightGBM text, JSON) so the flow can cache and resume them.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from models.data import columns as C
 from models.data.clock import unix_seconds
@@ -168,10 +170,23 @@ def cross_validate(
     return out
 
 
-def choose_k(ndcg_by_k: Mapping[int, float], tolerance: float) -> int:
-    """The smallest K whose NDCG is within ``tolerance`` (a share) of the best."""
-    best = max(ndcg_by_k.values())
-    return min(size for size, value in ndcg_by_k.items() if value >= (1.0 - tolerance) * best)
+def k_deficits(per_user_by_k: Mapping[int, np.ndarray]) -> dict[int, dict[str, float]]:
+    """Per K: its mean NDCG deficit to the best K, paired over the same groups, and that mean's standard error."""
+    best = max(per_user_by_k, key=lambda k: float(np.mean(per_user_by_k[k])))
+    out = {}
+    for k, per_user in per_user_by_k.items():
+        deficit = per_user_by_k[best] - per_user
+        error = float(stats.sem(deficit)) if len(deficit) > 1 and np.ptp(deficit) > 0 else 0.0
+        out[k] = {"deficit": float(deficit.mean()), "deficit_se": error}
+    return out
+
+
+def choose_k(per_user_by_k: Mapping[int, np.ndarray], standard_errors: float) -> int:
+    """The smallest K not measurably worse than the best: its paired mean deficit within ``standard_errors``
+    standard errors (the one-standard-error rule on paired differences). A larger K costs every re-ranked request,
+    so a gain within the folds' noise does not buy it."""
+    deficits = k_deficits(per_user_by_k)
+    return min(k for k, d in deficits.items() if d["deficit"] <= standard_errors * d["deficit_se"])
 
 
 def release_holdout(users: np.ndarray, share: float) -> np.ndarray:
@@ -205,7 +220,8 @@ def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[st
     params = RankerParams.from_settings(settings)
     ks = [k for k in settings.k_sweep if k <= settings.candidates_k] or [settings.candidates_k]
     sweep = cross_validate(data, spec, params, ks, settings.ranker_folds, settings.seed)
-    chosen = choose_k({k: v["ndcg@10"] for k, v in sweep.items()}, settings.k_tolerance)
+    chosen = choose_k({k: v["per_user"] for k, v in sweep.items()}, settings.k_standard_errors)
+    deficits = k_deficits({k: v["per_user"] for k, v in sweep.items()})
     grid = {(params.num_leaves, params.min_data_in_leaf): sweep[chosen]}
     for leaves, min_data in settings.ranker_grid:
         if (leaves, min_data) not in grid:
@@ -224,7 +240,10 @@ def train_step(training_dir: Path, settings: Settings, out_dir: Path) -> dict[st
         leaves=leaves,
         min_data_in_leaf=min_data,
         grid=[{"leaves": k[0], "min_data_in_leaf": k[1], "ndcg@10": v["ndcg@10"]} for k, v in grid.items()],
-        k_sweep=[{"k_candidates": k, "ndcg@10": v["ndcg@10"], "iterations": v["iterations"]} for k, v in sweep.items()],
+        k_sweep=[
+            {"k_candidates": k, "ndcg@10": v["ndcg@10"], **deficits[k], "iterations": v["iterations"]}
+            for k, v in sweep.items()
+        ],
         importance=ranker.importance(),
         train_groups=int(len(data.groups)),
         release_holdout_groups=int(held.sum()),

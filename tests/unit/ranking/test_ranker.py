@@ -13,7 +13,7 @@ from models.data.splits import label_split
 from models.files import ArtifactError
 from models.ranking.ranker import Ranker, RankerParams, RankingData, train_ranker
 from models.settings import Settings
-from models.training.steps import choose_k
+from models.training.steps import choose_k, k_deficits
 from models.training.training_set import LeakageError, check_no_leakage, label_grades
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -89,9 +89,23 @@ def test_truncation_keeps_each_groups_first_candidates_and_the_true_ideal():
     assert ndcg[1] == pytest.approx(1.0 / np.log2(3))  # b's positive ranked second of two
 
 
-def test_the_smallest_k_within_tolerance_is_chosen():
-    assert choose_k({50: 0.150, 100: 0.149, 200: 0.151, 500: 0.1505}, 0.01) == 50
-    assert choose_k({50: 0.140, 100: 0.150, 200: 0.151}, 0.01) == 100
+def test_the_smallest_k_within_one_paired_standard_error_of_the_best_is_chosen():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.0, 0.3, 2_000)
+    noise = {k: rng.normal(0.0, 0.05, base.size) for k in (50, 100, 200, 500)}
+    # 50 is clearly worse, 100 and 200 differ from 500 by noise only: the cheapest of those is kept
+    per_user = {50: base - 0.03 + noise[50], 100: base + noise[100], 200: base + noise[200], 500: base + noise[500]}
+    assert choose_k(per_user, 1.0) == 100
+    deficits = k_deficits(per_user)
+    assert min(d["deficit"] for d in deficits.values()) == 0.0
+    assert deficits[50]["deficit"] == pytest.approx(0.03, abs=0.006) and deficits[50]["deficit_se"] > 0
+    # a small gain that every user sees is measurable: the larger K is then worth its cost
+    per_user[100] = base - 0.002
+    per_user[500] = base
+    assert choose_k({100: per_user[100], 500: per_user[500]}, 1.0) == 500
+    assert choose_k({100: per_user[100], 500: per_user[500]}, 0.0) == 500
+    # identical lists at every K: the smallest
+    assert choose_k({50: base, 100: base.copy()}, 1.0) == 50
 
 
 def planted(n_groups: int, seed: int) -> RankingData:

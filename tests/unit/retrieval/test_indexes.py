@@ -111,6 +111,20 @@ def test_a_loaded_index_is_memory_mapped_and_grows_in_memory(tmp_path: Path, fac
     assert index.mapped_from is None and index.in_memory_copy().ntotal == 3000
 
 
+def test_a_memory_mapped_ivf_searches_without_prefetch_threads(tmp_path: Path):
+    """FAISS's on-disk lists start 32 prefetch threads per search by default: several ms a single query."""
+    index = VectorIndex.build(unit_vectors(3000, seed=8), ids(3000), factory="IVF32,SQ8")
+    entry = index.save(tmp_path, "semantic")
+    mapped = VectorIndex.load(tmp_path, entry)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(mapped.index).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0
+    read = VectorIndex.load(tmp_path, entry, mapped=False)
+    assert not isinstance(faiss.downcast_InvertedLists(faiss.extract_index_ivf(read.index).invlists),
+                          faiss.OnDiskInvertedLists)  # fmt: skip
+    queries = unit_vectors(5, seed=9)
+    np.testing.assert_array_equal(mapped.search(queries, 50)[1], read.search(queries, 50)[1])
+
+
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Path, dict]:
     entry = VectorIndex.build(unit_vectors(100), ids(100)).save(tmp_path, "semantic")
