@@ -276,6 +276,7 @@ def size_record(catalogue: Catalogue, state_dir: Path, marker: dict[str, Any]) -
         "reused": bool(marker.get("reused")),
         "finished_at": marker.get("finished_at"),
         "version": marker.get("version"),
+        "measured_with": marker.get("measured_with"),
         "pipeline_seconds": marker.get("pipeline_seconds"),
         "pipeline_peak_mb": marker.get("pipeline_peak_mb"),
         "stage_seconds": marker.get("pipeline_stage_seconds") or pipeline_summary(log_path, SECONDS_LINE),

@@ -123,7 +123,7 @@ def _setup(state: dict[str, Any] | None) -> list[str]:
         f"reused (built by an earlier bench run on {state['finished_at']})"
         if state.get("reused")
         else "built in this run"
-    )
+    ) + _code_of(state.get("measured_with"))
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("pipeline_stage_seconds", {}).items())
     lines = [
         "## Bench state (the served catalogue)",
@@ -385,6 +385,7 @@ def pipeline_lines(s: dict[str, Any] | None) -> list[str]:
     )
     how = ", ".join(
         f"{r['catalogue']['items']:,}: {'reused from ' + str(r['finished_at']) if r['reused'] else 'built in this run'}"
+        f"{_code_of(r.get('measured_with'))}"
         for r in records
     )
     lines = [
@@ -421,6 +422,14 @@ def pipeline_lines(s: dict[str, Any] | None) -> list[str]:
     if len(records) > 1:
         lines += [f"![seconds per stage against items, log-log, dashed: slope 1]({s['plot']})", ""]
     return lines
+
+
+def _code_of(measured_with: dict[str, Any] | None) -> str:
+    """' (commit 01cb90d, code b71c7f9a…)': what a size's pipeline ran, from its evaluation report."""
+    if not measured_with:
+        return " (code unknown: no evaluation report)"
+    commit = str(measured_with.get("commit") or "?")[:7] + ("+changes" if measured_with.get("dirty") else "")
+    return f" (commit {commit}, code {measured_with.get('code_fingerprint')})"
 
 
 def _cost_cell(seconds: Any, peak_mb: Any) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from bench.common import load_reading, log
+from flows.common import code_fingerprint
 from models.settings import PROJECT_ROOT, Settings
 
 MARKER = "bench-state.json"
@@ -103,25 +104,54 @@ def read_marker(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def measured_with(state_dir: Path) -> dict[str, Any] | None:
+    """The code the state's newest evaluation report was measured with (``details.measured_with``: code
+    fingerprint and commit, written by the pipeline as it started), or None when there is no readable report."""
+    reports = sorted((state_dir / "reports").glob("*/*/evaluation.json"), key=lambda path: path.stat().st_mtime)
+    for report in reversed(reports):
+        try:
+            found = json.loads(report.read_text()).get("details", {}).get("measured_with")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
+
+
+def why_not_reusable(
+    marker: dict[str, Any] | None, catalogue: Catalogue, built_with: dict[str, Any] | None
+) -> str | None:
+    """None when a finished bench state measured this catalogue with the cheap settings and this library code;
+    otherwise what differs."""
+    if marker is None:
+        return "no finished bench run recorded"
+    if marker.get("catalogue") != asdict(catalogue) or marker.get("settings") != CHEAP_SETTINGS:
+        return "built for other sizes or settings"
+    code = code_fingerprint()
+    built = (built_with or {}).get("code_fingerprint")
+    return None if built == code else f"built by other code ({built}, now {code})"
+
+
 def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool = False) -> tuple[Path, dict[str, Any]]:
     """The state folder for ``catalogue`` with a published version; runs the pipeline if needed.
 
-    Returns the folder and a description: whether it was reused, and the pipeline's wall time when it ran.
+    A state is reused only when its pipeline ran with the same sizes, settings and library code (the code
+    fingerprint of its evaluation report): figures from older code would otherwise pass as this code's.
+    Returns the folder and a description: whether it was reused, the code it measured, and the pipeline's wall
+    time when it ran.
     """
     root = root or bench_root()
     state_dir = (root / catalogue.name).resolve()
     env = pipeline_env(catalogue, state_dir)
     marker = read_marker(state_dir)
     current = state_dir / "versions" / "demo" / "current"  # the bench catalogues are demo datasets
-    if (
-        not rebuild
-        and marker is not None
-        and marker.get("catalogue") == asdict(catalogue)
-        and marker.get("settings") == CHEAP_SETTINGS
-        and current.exists()
-    ):
-        log(f"reusing {state_dir} (pipeline took {marker['pipeline_seconds']:.0f} s on {marker['finished_at']})")
-        return state_dir, {**marker, "reused": True, "state_dir": str(state_dir)}
+    built_with = measured_with(state_dir)
+    if not rebuild and current.exists():
+        if (stale := why_not_reusable(marker, catalogue, built_with)) is None:
+            assert marker is not None
+            log(f"reusing {state_dir} (pipeline took {marker['pipeline_seconds']:.0f} s on {marker['finished_at']})")
+            return state_dir, {**marker, "reused": True, "state_dir": str(state_dir), "measured_with": built_with}
+        log(f"not reusing {state_dir}: {stale}")
 
     resumed = state_dir.exists()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +212,12 @@ def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool =
     }
     (state_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     log(f"pipeline finished in {seconds:.0f} s, version {marker['version']}")
-    return state_dir, {**marker, "reused": False, "state_dir": str(state_dir)}
+    return state_dir, {
+        **marker,
+        "reused": False,
+        "state_dir": str(state_dir),
+        "measured_with": measured_with(state_dir),
+    }
 
 
 def _last_line(path: Path) -> str:

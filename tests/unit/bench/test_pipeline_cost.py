@@ -23,7 +23,17 @@ from bench.pipeline_cost import (
     task_durations,
 )
 from bench.report import render
-from bench.state import PEAK_MB_LINE, SECONDS_LINE, Catalogue, parse_stage_values, pipeline_summary, tree_rss_bytes
+from bench.state import (
+    CHEAP_SETTINGS,
+    PEAK_MB_LINE,
+    SECONDS_LINE,
+    Catalogue,
+    parse_stage_values,
+    pipeline_summary,
+    tree_rss_bytes,
+    why_not_reusable,
+)
+from flows.common import code_fingerprint
 
 ITEMS = [20_000, 100_000, 1_000_000]
 INTERACTIONS = [15 * n for n in ITEMS]
@@ -174,6 +184,7 @@ def _record(items: int, scale: float, cached_tune: bool = False) -> dict[str, An
     return {
         "catalogue": {"items": c.items, "users": c.users, "interactions": c.interactions},
         "state_dir": f"/s/{c.name}", "reused": True, "finished_at": "2026-12-02T14:41:37+00:00",
+        "measured_with": {"code_fingerprint": "b71c7f9a0f214c7e", "commit": "01cb90dec137", "dirty": items > 20_000},
         "pipeline_seconds": 1000.0 * scale, "pipeline_peak_mb": 4000.0 * scale,
         "stage_seconds": {"data": 5.0 * scale, "stage1": 360.0 * scale, "reranker": 560.0 * scale**2,
                           "publish": 1.0},
@@ -206,6 +217,8 @@ def test_report_renders_the_cost_table_exponents_flags_and_plot() -> None:
     section = _section([_record(20_000, 1.0), _record(100_000, 5.0, cached_tune=True)])
     assert section["stages"]["reranker"]["flags"] == ["superlinear"]
     text = _pipeline_text({"pipeline": section})
+    assert "20,000: reused from 2026-12-02T14:41:37+00:00 (commit 01cb90d, code b71c7f9a0f214c7e)" in text
+    assert "100,000: reused from 2026-12-02T14:41:37+00:00 (commit 01cb90d+changes, code b71c7f9a0f214c7e)" in text
     assert "| stage (seconds · peak MB) | 20,000 items | 100,000 items |" in text
     assert "| stage1 | 360.0 s · 2,600 MB | 1,800.0 s · 13,000 MB |" in text
     assert "| **total** (whole process) | **1,000.0 s · 4,000 MB** | **5,000.0 s · 20,000 MB** |" in text
@@ -217,6 +230,22 @@ def test_report_renders_the_cost_table_exponents_flags_and_plot() -> None:
     assert "| `reranker/train_reranker` | 150.0 s | 3,750.0 s | 2.00 | **superlinear** |" in text
     assert "**1,000,000 items failed:** `RuntimeError: killed (OOM)`" in text
     assert "![seconds per stage against items, log-log, dashed: slope 1](pipeline_cost.png)" in text
+
+
+def test_a_bench_state_is_reused_only_when_built_by_this_code_for_these_sizes_and_settings() -> None:
+    catalogue = Catalogue.scaled(20_000)
+    marker = {"catalogue": {"items": catalogue.items, "users": catalogue.users, "interactions": catalogue.interactions},
+              "settings": dict(CHEAP_SETTINGS)}  # fmt: skip
+    this_code = {"code_fingerprint": code_fingerprint(), "commit": "0" * 40}
+    assert why_not_reusable(marker, catalogue, this_code) is None
+    assert "other code (0123456789abcdef" in str(
+        why_not_reusable(marker, catalogue, {"code_fingerprint": "0123456789abcdef"})
+    )
+    assert "other code (None" in str(why_not_reusable(marker, catalogue, None))  # no evaluation report: unknown code
+    assert why_not_reusable(None, catalogue, this_code) == "no finished bench run recorded"
+    assert "sizes or settings" in str(why_not_reusable(marker, Catalogue.scaled(5_000), this_code))
+    cheaper = {**marker, "settings": {**CHEAP_SETTINGS, "RECSYS_EVAL_MAX_USERS": "50"}}
+    assert "sizes or settings" in str(why_not_reusable(cheaper, catalogue, this_code))
 
 
 def test_report_renders_a_failed_or_skipped_pipeline_section() -> None:
