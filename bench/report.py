@@ -447,10 +447,11 @@ def _growth_row(name: str, stage: dict[str, Any]) -> list[str]:
 
 
 def _why(reasons: list[str]) -> str:
-    """What the code knows bounds a stage (left empty for the reader otherwise)."""
-    capped = [r for r in reasons if not r.startswith("time budget")]
-    budgets = [r for r in reasons if r.startswith("time budget")]
-    return "; ".join((["capped by " + ", ".join(capped)] if capped else []) + budgets)
+    """What the code knows bounds a stage or makes it grow (left empty for the reader otherwise): settings that
+    cap it, time budgets, other known causes."""
+    capped = [r for r in reasons if r.startswith("RECSYS_")]
+    others = [r for r in reasons if not r.startswith("RECSYS_")]
+    return "; ".join((["capped by " + ", ".join(capped)] if capped else []) + others)
 
 
 def _pipeline_tasks(s: dict[str, Any], sizes: list[str]) -> list[str]:
