@@ -126,8 +126,17 @@ def compare(local: dict[str, Any], dask: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_parity(items: int, embed_items: int, shard_size: int, out: Path, address: str | None) -> dict[str, Any]:
+    """Both legs computed for real: Prefect's task cache is refreshed, not read (the pipeline's steps are cached
+    by their inputs, and the two legs differ only in where they run, which is no input — without the refresh the
+    second leg would return the first leg's files)."""
+    from prefect.settings import PREFECT_HOME, PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(out / "prefect"))
+    with temporary_settings(updates={PREFECT_HOME: out / "prefect", PREFECT_TASKS_REFRESH_CACHE: True}):
+        return _run_parity(items, embed_items, shard_size, out, address)
+
+
+def _run_parity(items: int, embed_items: int, shard_size: int, out: Path, address: str | None) -> dict[str, Any]:
     from flows.runtime import prepare_environment
     from models.data.tables import dataset_fingerprint
 
@@ -155,6 +164,8 @@ def run_parity(items: int, embed_items: int, shard_size: int, out: Path, address
     finally:
         if cluster is not None:
             cluster.close()
+    if Path(dask["snapshot_dir"]).is_relative_to(out / "local") or Path(dask["vectors"]).is_relative_to(out / "local"):
+        raise RuntimeError(f"the Dask leg returned the local leg's files ({dask}): it did not run")
     result = {"catalogue": asdict(catalogue), "embedded_items": min(embed_items, catalogue.items),
               "shard_size": shard_size, "scheduler": "LocalCluster (2 in-process workers, 1 thread each)"
               if cluster is not None else address, "local": local, "dask": dask, **compare(local, dask)}  # fmt: skip
