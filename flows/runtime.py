@@ -7,6 +7,8 @@ from typing import Any
 
 from models.settings import Settings
 
+EPHEMERAL_STARTUP_SECONDS = 180
+
 
 def prepare_environment(settings: Settings) -> None:
     """Point Prefect's home at the state folder and keep Hugging Face offline. Call before importing prefect."""
@@ -14,6 +16,10 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # Prefect's temporary server creates and migrates its database on a new state folder; its 20 s default start-up
+    # timeout is too short on a busy 2-core machine ("Timed out while attempting to connect to ephemeral Prefect API
+    # server" failed a run that way), so a run waits up to EPHEMERAL_STARTUP_SECONDS unless told otherwise.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_SECONDS))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
