@@ -246,7 +246,7 @@ DEMO_GENERATOR_STEPS = ("data", "data/prepare_dataset")
 DEMO_GENERATOR_REASON = (
     "the bench's data is the demo generator (models/data/demo_catalog.py _sample_views), which scores every item "
     "of a view's (category, style) shelf for each generated view: views × items per shelf, both proportional to "
-    "the catalogue, so time and memory are quadratic (at 1 M items it was killed at 21 GB); loading a real "
+    "the catalogue, so time and memory are quadratic; loading a real "
     "dataset (movielens, files) is linear"
 )
 """Why the data step grows faster than linearly on the bench's catalogues: a property of the synthetic data, not
