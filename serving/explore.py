@@ -137,7 +137,7 @@ def describe(recommender: Recommender, titles: Titles, rows: Sequence[int], as_o
 
 def describe_ids(recommender: Recommender, titles: Titles, item_ids: Sequence[str], as_of: float) -> list[ItemView]:
     """The items named (unknown ids are left out)."""
-    rows = recommender.row_of.get_indexer(list(item_ids))
+    rows = recommender.row_of.rows(list(item_ids))
     return [ItemView(**view) for view in describe(recommender, titles, rows[rows >= 0].tolist(), as_of)]
 
 
@@ -147,7 +147,7 @@ def history_view(
     """The user's recent items, newest first, as stage 1 queried with them (session items included)."""
     query = retrieval.query
     pairs = list(zip(query.history_items, query.history_times, strict=True))[::-1][:HISTORY_SHOWN]
-    rows = recommender.row_of.get_indexer([item for item, _ in pairs])
+    rows = recommender.row_of.rows([item for item, _ in pairs])
     known = [(row, at) for row, (_, at) in zip(rows.tolist(), pairs, strict=True) if row >= 0]
     views = describe(recommender, titles, [row for row, _ in known], as_of)
     return [HistoryItem(**view, at=_iso(at)) for view, (_, at) in zip(views, known, strict=True)]
@@ -176,7 +176,7 @@ def results_view(recommender: Recommender, titles: Titles, retrieval: Retrieval,
                  as_of: float) -> list[Ranked]:  # fmt: skip
     """The final list, each item with its stage-1 rank, how far re-ranking moved it, and why."""
     fused_rank = {int(row): position for position, row in enumerate(retrieval.rows.tolist())}
-    rows = recommender.row_of.get_indexer([item.item_id for item in result.items])
+    rows = recommender.row_of.rows([item.item_id for item in result.items])
     views = describe(recommender, titles, rows.tolist(), as_of)
     ranked = []
     for rank, (item, view, row) in enumerate(zip(result.items, views, rows.tolist(), strict=True)):

@@ -109,7 +109,7 @@ class LiveOverlay:
             row_of = self.recommender.row_of
             for record in events:
                 body = record.body
-                row = row_of.get_indexer([body[C.ITEM_ID]])[0]
+                row = row_of.row(str(body[C.ITEM_ID]))
                 event = LiveEvent(
                     item_id=str(body[C.ITEM_ID]), timestamp=float(body[C.TIMESTAMP]),
                     event_type=str(body[C.EVENT_TYPE]),
@@ -132,7 +132,7 @@ class LiveOverlay:
         """New items first (one encoding batch), then every price and stock change in log order."""
         new: dict[str, dict[str, Any]] = {}
         for item in items:
-            if recommender.row_of.get_indexer([str(item[C.ITEM_ID])])[0] < 0:
+            if recommender.row_of.row(str(item[C.ITEM_ID])) < 0:
                 new.setdefault(str(item[C.ITEM_ID]), item)
         if new:
             if self.encode is None:
@@ -142,7 +142,7 @@ class LiveOverlay:
         return apply_item_changes(recommender, items)
 
     def knows_item(self, item_id: str) -> bool:
-        return bool(self.recommender.row_of.get_indexer([item_id])[0] >= 0)
+        return bool(self.recommender.row_of.row(item_id) >= 0)
 
 
 def apply_item_changes(recommender: Recommender, changes: list[dict[str, Any]]) -> Recommender:
@@ -152,7 +152,7 @@ def apply_item_changes(recommender: Recommender, changes: list[dict[str, Any]]) 
     prices, stockout, restock = catalog.prices.copy(), catalog.stockout.copy(), catalog.restock.copy()
     features = recommender.item_features
     table = features.all.numeric.copy() if isinstance(features, StaticItemFeatures) else None
-    rows = recommender.row_of.get_indexer([str(c[C.ITEM_ID]) for c in changes])
+    rows = recommender.row_of.rows([str(c[C.ITEM_ID]) for c in changes])
     for row, change in zip(rows, changes, strict=True):
         if row < 0:
             raise KeyError(f"item_id '{change[C.ITEM_ID]}' is not in the catalogue")

@@ -27,6 +27,7 @@ from models.recommender.request import NO_FILTERS, Recommended, Request, Result,
 from models.recommender.retrieval import query_for, retrieve, user_is_known
 from models.recommender.similar import similar_items
 from models.retrieval.fusion import Candidates
+from models.retrieval.lookup import RowLookup
 from models.retrieval.sources import CollaborativeSource, SemanticSource, UserQuery, in_sorted
 from models.retrieval.stage1 import Stage1
 
@@ -45,7 +46,8 @@ class Recommender:
     version: str = ""
 
     def __post_init__(self) -> None:
-        self.row_of = pd.Index(self.catalog.item_ids)
+        same_catalogue = np.array_equal(self.stage1.item_ids, self.catalog.item_ids)
+        self.row_of = self.stage1.row_of if same_catalogue else RowLookup(self.catalog.item_ids)
         semantic = self.stage1.source("semantic")
         collaborative = self.stage1.source("ials")
         assert isinstance(semantic, SemanticSource) and isinstance(collaborative, CollaborativeSource)
@@ -92,7 +94,7 @@ class Recommender:
         ruled = apply_rules(self.catalog, retrieval.rows, scores, request.k, request.as_of, self.rules,
                             request.filters, retrieval.query.exclude, self.popularity_order)  # fmt: skip
         timings["rules"] = _ms(started)
-        positions = pd.Index(retrieval.rows).get_indexer(ruled.rows)
+        positions = positions_in(retrieval.rows, ruled.rows)
         found_by = retrieval.candidates.sources_of(positions)
         items = [
             Recommended(str(self.catalog.item_ids[r]), float(s), sources=found)
@@ -111,7 +113,7 @@ class Recommender:
         collab_rows = self.collab_rows[rows]
         collab_items = np.where(collab_rows[:, None] >= 0, self.collaborative.model.item_factors[collab_rows], np.nan)
         seen = retrieval.seen
-        recent = self.row_of.get_indexer(list(query.seen[: self.stage1.config.recent_items]))
+        recent = self.row_of.rows(query.seen[: self.stage1.config.recent_items])
         inputs = RequestInputs(
             as_of=request.as_of,
             candidate_rows=rows,
@@ -135,12 +137,12 @@ class Recommender:
         """The catalogue rows of ``item_ids``, ascending (unknown items left out)."""
         if not item_ids:
             return np.empty(0, dtype=np.int64)
-        rows = self.row_of.get_indexer(list(item_ids))
+        rows = self.row_of.rows(item_ids)
         return np.unique(rows[rows >= 0])
 
     def _session_vector(self, item_ids: Sequence[str]) -> np.ndarray | None:
         """The session's taste: the mean text vector of the user's last items (the request's session items last)."""
-        rows = self.row_of.get_indexer(list(item_ids))
+        rows = self.row_of.rows(item_ids)
         rows = rows[rows >= 0]
         if not len(rows):
             return None
@@ -150,11 +152,20 @@ class Recommender:
 
     def similar(self, item_id: str, k: int, filters: Filters = NO_FILTERS, as_of: float = 0.0) -> list[Recommended]:
         """Items close to ``item_id`` in text and collaborative space; raises KeyError for an unknown item."""
-        row = self.row_of.get_indexer([item_id])[0]
+        row = self.row_of.row(item_id)
         if row < 0:
             raise KeyError(item_id)
         return similar_items(self.semantic, self.collaborative, self.catalog, self.collab_rows, int(row), k, filters,
                              as_of, self.rules.in_stock_only)  # fmt: skip
+
+
+def positions_in(rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` sits in ``rows`` (unique), -1 where absent (a popular item the rules filled in)."""
+    if not len(rows):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    by_row = np.argsort(rows, kind="stable")
+    slot = np.minimum(np.searchsorted(rows, wanted, sorter=by_row), len(rows) - 1)
+    return np.where(rows[by_row[slot]] == wanted, by_row[slot], -1)
 
 
 def _shown_rows(features: np.ndarray | None, positions: np.ndarray) -> np.ndarray | None:

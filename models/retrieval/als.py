@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.data import columns as C
+from models.retrieval.lookup import RowLookup
 from models.retrieval.matrices import interaction_matrix
 
 
@@ -47,8 +48,8 @@ class CollaborativeModel:
     alpha: float
 
     def __post_init__(self) -> None:
-        self._user_row = pd.Index(self.user_ids)
-        self._item_row = pd.Index(self.item_ids)
+        self._user_row = RowLookup(self.user_ids)
+        self._item_row = RowLookup(self.item_ids)
         self._gram = self.item_factors.T @ self.item_factors
 
     @property
@@ -57,12 +58,12 @@ class CollaborativeModel:
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         """The trained vector of a user, or None for a user unseen at training time."""
-        row = self._user_row.get_indexer([user_id])[0]
+        row = self._user_row.row(user_id)
         return None if row < 0 else self.user_factors[row]
 
     def fold_in(self, item_ids: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
         """A user vector from an item history: solve (YᵀY + Yᵀ(Cᵤ−I)Y + λI)x = YᵀCᵤ1 with Cᵤ = α·weight."""
-        rows = self._item_row.get_indexer(list(item_ids))
+        rows = self._item_row.rows(item_ids)
         known = rows >= 0
         factors = np.zeros(self.dim, dtype=np.float32)
         if not known.any():

@@ -165,27 +165,31 @@ class ItemItemSource:
         self.decay = decay
         self.n_items = self.table.shape[0]
 
-    def scores(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Catalogue-length scores: the weighted sum of the table rows of ``rows`` (read straight from the CSR
-        arrays: scipy's row indexing builds a new matrix per call, several times this function's cost)."""
+    def scores(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows ascending, scores) of the items the table rows of ``rows`` reach, scored by the weighted
+        sum of those rows. Only the reached items are touched — a request costs the history's neighbours, not the
+        catalogue — and the arrays are read straight from the CSR (scipy's row indexing builds a new matrix per
+        call, several times this function's cost)."""
         starts, ends = self.table.indptr[rows], self.table.indptr[rows + 1]
         lengths = ends - starts
         entries = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(int(lengths.sum()))
-        return np.bincount(self.table.indices[entries], weights=self.table.data[entries] * np.repeat(weights, lengths),
-                           minlength=self.n_items)  # fmt: skip
+        reached, slot = np.unique(self.table.indices[entries], return_inverse=True)
+        return reached, np.bincount(slot, weights=self.table.data[entries] * np.repeat(weights, lengths),
+                                    minlength=len(reached))  # fmt: skip
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
         rows = query.seen_rows[: self.history]
         if not len(rows):
             return SourceResult.empty(self.name)
-        scores = self.scores(rows, np.power(self.decay, np.arange(len(rows), dtype=np.float64)))
-        found = np.flatnonzero(scores > 0)
+        reached, scores = self.scores(rows, np.power(self.decay, np.arange(len(rows), dtype=np.float64)))
+        positive = scores > 0
+        found, scores = reached[positive], scores[positive]
         wanted = min(k + len(query.exclude_rows), len(found))
         if wanted <= 0:
             return SourceResult.empty(self.name)
-        top = found[np.argpartition(-scores[found], wanted - 1)[:wanted]]
+        top = np.argpartition(-scores, wanted - 1)[:wanted]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return drop_excluded(self.name, top, scores[top].astype(np.float32), query.exclude_rows, k)
+        return drop_excluded(self.name, found[top], scores[top].astype(np.float32), query.exclude_rows, k)
 
     def save(self, folder: Path) -> dict[str, Any]:
         return {**save_table(self.table, folder, self.name), "history": self.history, "decay": self.decay}

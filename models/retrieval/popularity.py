@@ -52,6 +52,9 @@ class DecayedPopularity:
     def scores_at(self, as_of: float) -> np.ndarray:
         return self.scores_on_day(int(np.floor(as_of / DAY_SECONDS)))
 
+    def scores_of(self, as_of: float, rows: np.ndarray) -> np.ndarray:
+        return self.scores_at(as_of)[rows]
+
     def snapshot(self, as_of: float) -> PopularitySnapshot:
         """Frozen scores as of ``as_of``: what a published version serves."""
         day = int(np.floor(as_of / DAY_SECONDS))
@@ -68,8 +71,15 @@ class PopularitySnapshot:
     half_life_days: float
 
     def scores_at(self, as_of: float) -> np.ndarray:
+        return self.scores * self._decay_to(as_of)
+
+    def scores_of(self, as_of: float, rows: np.ndarray) -> np.ndarray:
+        """``scores_at(as_of)[rows]`` without touching the rest of the catalogue (a request needs a few rows)."""
+        return self.scores[rows] * self._decay_to(as_of)
+
+    def _decay_to(self, as_of: float) -> float:
         days_after = max(0.0, np.floor(as_of / DAY_SECONDS) - self.day)
-        return self.scores * np.power(0.5, days_after / self.half_life_days)
+        return float(np.power(0.5, days_after / self.half_life_days))
 
     def save(self, folder: Path, name: str) -> dict[str, object]:
         np.save(folder / f"{name}.npy", self.scores.astype(np.float64), allow_pickle=False)
@@ -87,3 +97,5 @@ class Popularity(Protocol):
     item_ids: np.ndarray
 
     def scores_at(self, as_of: float) -> np.ndarray: ...
+
+    def scores_of(self, as_of: float, rows: np.ndarray) -> np.ndarray: ...

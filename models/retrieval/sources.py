@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 
 from models.data.clock import DAY_SECONDS
 from models.retrieval.als import CollaborativeModel, mips_query
 from models.retrieval.indexes import VectorIndex
+from models.retrieval.lookup import RowLookup
 from models.retrieval.popularity import Popularity
 
 
@@ -109,7 +109,7 @@ class SemanticSource:
     def __init__(self, index: VectorIndex, item_vectors: np.ndarray, half_life_days: float, recent: int = 50):
         self.index = index
         self.item_vectors = item_vectors
-        self.row_of = pd.Index(index.item_ids)
+        self.row_of = RowLookup(index.item_ids)
         self.half_life_days = half_life_days
         self.recent = recent
 
@@ -120,7 +120,7 @@ class SemanticSource:
             return None
         items = list(query.history_items)[-self.recent :]
         times = list(query.history_times)[-self.recent :]
-        rows = self.row_of.get_indexer(items)
+        rows = self.row_of.rows(items)
         known = rows >= 0
         if not known.any():
             return None
@@ -177,24 +177,24 @@ class PopularSource:
         self._order: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_days = max(8, self.CACHE_BYTES // (8 * max(len(popularity.item_ids), 1)))
 
-    def order_on(self, as_of: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows by decreasing popularity, scores) as of a day; the sort is cached per day (least recently used
-        days leave first)."""
-        scores = self.popularity.scores_at(as_of)
+    def order_on(self, as_of: float) -> np.ndarray:
+        """Rows by decreasing popularity as of a day; the sort is cached per day (least recently used days leave
+        first)."""
         day = int(np.floor(as_of / DAY_SECONDS))
         if day in self._order:
             self._order.move_to_end(day)
         else:
+            scores = self.popularity.scores_at(as_of)
             order = np.argsort(-scores, kind="stable")
             self._order[day] = order[scores[order] > 0]
             if len(self._order) > self._cache_days:
                 self._order.popitem(last=False)
-        return self._order[day], scores
+        return self._order[day]
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
-        order, scores = self.order_on(query.as_of)
-        top = order[: k + len(query.exclude_rows)]
-        return drop_excluded(self.name, top, scores[top].astype(np.float32), query.exclude_rows, k)
+        top = self.order_on(query.as_of)[: k + len(query.exclude_rows)]
+        scores = self.popularity.scores_of(query.as_of, top)
+        return drop_excluded(self.name, top, scores.astype(np.float32), query.exclude_rows, k)
 
 
 class FreshSource:
@@ -207,12 +207,21 @@ class FreshSource:
         self.created = np.asarray(created_at, dtype=np.float64)
         self.popularity = popularity
         self.window = window_days * DAY_SECONDS
+        self._by_launch = np.argsort(self.created, kind="stable")
+        self._launches = self.created[self._by_launch]
+
+    def launched_within(self, as_of: float) -> np.ndarray:
+        """Rows (ascending) of the items launched in the window before ``as_of``: two binary searches over the
+        launch order, so a request costs the window's items, not the catalogue."""
+        first = np.searchsorted(self._launches, as_of - self.window, side="right")
+        last = np.searchsorted(self._launches, as_of, side="right")
+        return np.sort(self._by_launch[first:last])
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
-        eligible = np.flatnonzero((self.created <= query.as_of) & (self.created > query.as_of - self.window))
+        eligible = self.launched_within(query.as_of)
         if not len(eligible):
             return SourceResult.empty(self.name)
-        popularity = self.popularity.scores_at(query.as_of)[eligible]
+        popularity = self.popularity.scores_of(query.as_of, eligible)
         order = np.lexsort((-self.created[eligible], -popularity))[: k + len(query.exclude_rows)]
         rows = eligible[order]
         freshness = 1.0 - (query.as_of - self.created[rows]) / self.window

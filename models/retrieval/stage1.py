@@ -28,6 +28,7 @@ from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_it
 from models.retrieval.fusion import Candidates, fuse
 from models.retrieval.indexes import VectorIndex, exact_search, faster_of_ivf_and_exact
 from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item
+from models.retrieval.lookup import RowLookup
 from models.retrieval.matrices import interaction_matrix
 from models.retrieval.popularity import DecayedPopularity, PopularitySnapshot
 from models.retrieval.sequences import cooccurrence_table, transition_table
@@ -128,7 +129,7 @@ class Stage1:
     """The dense item-item models the tables were pruned from (kept only when fitted for evaluation)."""
 
     def __post_init__(self) -> None:
-        self._row_of = pd.Index(self.item_ids)
+        self.row_of = RowLookup(self.item_ids)
         self._available_from = self.created - self.config.availability_grace_days * DAY_SECONDS
         self._by_name = {source.name: source for source in self.sources}
 
@@ -144,8 +145,8 @@ class Stage1:
 
     def with_rows(self, query: UserQuery) -> UserQuery:
         """The query with the catalogue rows of its excluded (ascending) and seen items filled in."""
-        exclude = self._row_of.get_indexer(list(query.exclude)) if query.exclude else np.empty(0, np.int64)
-        seen = self._row_of.get_indexer(list(query.seen)) if len(query.seen) else np.empty(0, np.int64)
+        exclude = self.row_of.rows(query.exclude)
+        seen = self.row_of.rows(query.seen)
         return replace(query, exclude_rows=np.unique(exclude[exclude >= 0]).astype(np.int64),
                        seen_rows=seen[seen >= 0].astype(np.int64))  # fmt: skip
 

@@ -73,6 +73,7 @@ def test_published_version_is_complete_and_serves(published):
     assert manifest["live"] == {"ingested_seq": 0, "events": 0, "item_changes": 0}  # nothing was logged yet
     assert manifest["ranker"]["feature_names"] == manifest["features"]["spec"]["names"]
     recommender, _ = load_recommender(current, RulesConfig.from_settings(settings))
+    assert recommender.stage1.config.serving_k == manifest["k_candidates"]  # served indexes tuned at the chosen K
     user = str(recommender.stage1.ials.user_ids[0])
     result = recommender.recommend(Request(user_id=user, k=10, as_of=manifest["stage1"]["as_of"]), None)
     assert len(result.items) == 10 and result.fallback

@@ -212,4 +212,53 @@ def test_item_item_scores_read_from_the_csr_arrays_equal_the_matrix_product():
     rows = np.array([5, 17, 5, 299, 0])  # repeated rows add up, as in the product
     weights = np.power(0.9, np.arange(len(rows)))
     expected = (sp.csr_matrix((weights, (np.zeros(len(rows)), rows)), shape=(1, 300)) @ table).toarray().ravel()
-    np.testing.assert_allclose(source.scores(rows, weights), expected, rtol=1e-12)
+    reached, scores = source.scores(rows, weights)
+    np.testing.assert_array_equal(reached, np.flatnonzero(table[np.unique(rows)].sum(axis=0).A1 != 0))
+    full = np.zeros(300)
+    full[reached] = scores
+    np.testing.assert_allclose(full, expected, rtol=1e-12)
+
+
+def test_item_item_top_items_are_those_of_the_full_catalogue_scores():
+    """Scoring only the reached items returns exactly what scoring every catalogue item did (same items, order and
+    ties: the partition sees the same scores in the same order)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    table = sp.random(2000, 2000, density=0.01, format="csr", random_state=rng)
+    table.data = np.round(table.data * 4) / 4  # many ties
+    source = ItemItemSource("ease", table, history=20, decay=0.8)
+    for _ in range(20):
+        seen = rng.choice(2000, size=int(rng.integers(1, 30)), replace=False)
+        exclude = np.sort(rng.choice(2000, size=5, replace=False))
+        result = source.retrieve(UserQuery("u", as_of=DAY0, seen_rows=seen, exclude_rows=exclude), k=25)
+        weights = np.power(0.8, np.arange(len(seen[:20])))
+        dense = sp.csr_matrix((weights, (np.zeros(len(seen[:20])), seen[:20])), shape=(1, 2000)) @ table
+        dense = dense.toarray().ravel()
+        found = np.flatnonzero(dense > 0)
+        wanted = min(30, len(found))
+        top = found[np.argpartition(-dense[found], wanted - 1)[:wanted]]
+        top = top[np.argsort(-dense[top], kind="stable")]
+        expected = top[~np.isin(top, exclude)][:25]
+        np.testing.assert_array_equal(result.rows, expected)
+        np.testing.assert_allclose(result.scores, dense[expected].astype(np.float32), rtol=1e-6)
+
+
+def test_fresh_source_window_found_by_launch_order_equals_a_scan_of_the_catalogue():
+    rng = np.random.default_rng(4)
+    created = np.round(DAY0 + rng.uniform(-90, 5, size=3000) * DAY_SECONDS)
+    created[::50] = DAY0 - 10 * DAY_SECONDS  # launches at the same second
+    ids = [f"i{r}" for r in range(3000)]
+    popularity = DecayedPopularity(events([("i1", -3)]), ids, half_life_days=7.0)
+    source = FreshSource(ids, created, popularity, window_days=30.0)
+    for as_of in [DAY0 - 100 * DAY_SECONDS, DAY0 - 10 * DAY_SECONDS, DAY0, DAY0 + 0.5 * DAY_SECONDS, *created[:5]]:
+        scan = np.flatnonzero((created <= as_of) & (created > as_of - 30 * DAY_SECONDS))
+        np.testing.assert_array_equal(source.launched_within(as_of), scan)
+
+
+def test_a_snapshot_scores_a_few_rows_as_it_scores_the_catalogue():
+    log = events([("a", 0), ("b", 1), ("b", 2), ("c", 2)])
+    snapshot = DecayedPopularity(log, NAMES.tolist(), half_life_days=7.0).snapshot(DAY0 + 3 * DAY_SECONDS)
+    rows = np.array([2, 0, 3])
+    for as_of in (DAY0, DAY0 + 3 * DAY_SECONDS, DAY0 + 20.5 * DAY_SECONDS):
+        np.testing.assert_array_equal(snapshot.scores_of(as_of, rows), snapshot.scores_at(as_of)[rows])
