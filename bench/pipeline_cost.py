@@ -242,17 +242,6 @@ def item_item_reasons(items: Sequence[int], settings: dict[str, str] = CHEAP_SET
     return {name: [reason] for name in ITEM_ITEM_STEPS}
 
 
-DEMO_GENERATOR_STEPS = ("data", "data/prepare_dataset")
-DEMO_GENERATOR_REASON = (
-    "the bench's data is the demo generator (models/data/demo_catalog.py _sample_views), which scores every item "
-    "of a view's (category, style) shelf for each generated view: views × items per shelf, both proportional to "
-    "the catalogue, so time and memory are quadratic; loading a real "
-    "dataset (movielens, files) is linear"
-)
-"""Why the data step grows faster than linearly on the bench's catalogues: a property of the synthetic data, not
-of the pipeline."""
-
-
 def caps(users: Sequence[int], settings: dict[str, str] = CHEAP_SETTINGS) -> dict[str, list[str]]:
     """For each stage (and ``stage/task``), the settings that bound its work whatever the size (a user cap below
     the sizes' users, a time budget), one short reason each. Values as the bench's pipeline sees them:
@@ -314,8 +303,6 @@ def analyse(records: list[dict[str, Any]]) -> dict[str, Any]:
     bounded = caps(users)
     for name, reasons in item_item_reasons(items).items():
         bounded.setdefault(name, []).extend(reasons)
-    for name in DEMO_GENERATOR_STEPS:
-        bounded.setdefault(name, []).append(DEMO_GENERATOR_REASON)
     stage_names = list(dict.fromkeys(n for r in records for n in r["stage_seconds"]))
     seconds = _series(records, stage_names, lambda r, n: r["stage_seconds"].get(n))
     peak = _series(records, stage_names, lambda r, n: r["stage_peak_mb"].get(n))

@@ -193,6 +193,14 @@ def _make_users(rng: np.random.Generator, n_users: int) -> tuple[pd.DataFrame, d
     return users, hidden
 
 
+SHELF_GLANCE = 512
+"""A view weighs at most this many items of its shelf: every item of a smaller shelf, a random page of a larger
+one (a shopper never scans thousands of items). Keeps the generator linear in views: 20 k demo shelves hold at most
+~400 items, so the demo catalogue is the same as when every view weighed its whole shelf."""
+CELLS_PER_BLOCK = 4_000_000
+"""Views × items scored at once (≈ 32 MB per array): bounds the generator's memory at any catalogue size."""
+
+
 def _sample_views(
     rng: np.random.Generator, item: dict[str, np.ndarray], user: dict[str, np.ndarray], n_views: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,8 +212,11 @@ def _sample_views(
     when = rng.uniform(lo, DEMO_END.value / 1e9)
     n_style = user["style_pref"].shape[1]
     shelf_pref = (user["cat_pref"][:, :, None] * user["style_pref"][:, None, :]).reshape(n_users, -1)
-    cumulative = np.cumsum(shelf_pref[viewer], axis=1)
-    shelf = (cumulative < rng.random(n_views)[:, None] * cumulative[:, -1:]).sum(axis=1)
+    draw = rng.random(n_views)
+    shelf = np.empty(n_views, dtype=np.int64)
+    for block in _blocks(n_views, shelf_pref.shape[1]):
+        cumulative = np.cumsum(shelf_pref[viewer[block]], axis=1)
+        shelf[block] = (cumulative < draw[block, None] * cumulative[:, -1:]).sum(axis=1)
 
     item_shelf = item["category"] * n_style + item["style"]
     chosen = np.full(n_views, -1)
@@ -214,21 +225,39 @@ def _sample_views(
         members = np.flatnonzero(item_shelf == s)
         if len(members) == 0:
             continue
-        age_days = (when[views, None] - item["created"][None, members]) / DAY
-        u = viewer[views]
-        price_gap = item["price_z"][None, members] - user["price_level"][u, None]
-        utility = (
-            0.9 * item["quality"][None, members]
-            + (0.8 + 3.0 * user["novelty"][u, None]) * np.exp(-np.clip(age_days, 0, None) / 30.0)
-            - 0.15 * price_gap**2
-            + rng.gumbel(size=age_days.shape)
-        )
-        utility[age_days < 0] = -np.inf
-        best = utility.argmax(axis=1)
-        available = np.isfinite(utility[np.arange(len(views)), best])
-        chosen[views[available]] = members[best[available]]
+        for block in _blocks(len(views), min(len(members), SHELF_GLANCE)):
+            chosen[views[block]] = _pick(rng, item, user, viewer[views[block]], when[views[block]], members)
     keep = chosen >= 0
     return viewer[keep], chosen[keep], when[keep]
+
+
+def _blocks(n_rows: int, row_cells: int) -> list[slice]:
+    step = max(1, CELLS_PER_BLOCK // max(row_cells, 1))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+def _pick(
+    rng: np.random.Generator, item: dict[str, np.ndarray], user: dict[str, np.ndarray], u: np.ndarray,
+    when: np.ndarray, members: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The item each view picks (-1: nothing launched yet): the highest utility plus Gumbel noise among the shelf's
+    items, or among a random page of ``SHELF_GLANCE`` of them on a larger shelf."""
+    if len(members) <= SHELF_GLANCE:
+        shown = np.broadcast_to(members, (len(u), len(members)))
+    else:
+        shown = members[rng.integers(0, len(members), size=(len(u), SHELF_GLANCE))]
+    age_days = (when[:, None] - item["created"][shown]) / DAY
+    price_gap = item["price_z"][shown] - user["price_level"][u, None]
+    utility = (
+        0.9 * item["quality"][shown]
+        + (0.8 + 3.0 * user["novelty"][u, None]) * np.exp(-np.clip(age_days, 0, None) / 30.0)
+        - 0.15 * price_gap**2
+        + rng.gumbel(size=age_days.shape)
+    )
+    utility[age_days < 0] = -np.inf
+    best = utility.argmax(axis=1)
+    picked = shown[np.arange(len(u)), best]
+    return np.where(np.isfinite(utility[np.arange(len(u)), best]), picked, -1)
 
 
 def _funnel(

@@ -226,7 +226,7 @@ def test_report_renders_the_cost_table_exponents_flags_and_plot() -> None:
     assert "| stage1 | 1.00 | 1.00 | 1.00 | 1.00 | – |" in text
     assert "| **total** | 1.00 | 1.00 | 1.00 | 1.00 | – |  |" in text
     assert "| publish | 0.00 | 0.00 | 0.00 | 0.00 | too short to fit |" in text
-    assert "| data | 1.00 | 1.00 | 1.00 | 0.00 | – | the bench's data is the demo generator" in text
+    assert "| data | 1.00 | 1.00 | 1.00 | 0.00 | – |  |" in text
     assert "| `stage1/tune_peers` | 200.0 s | cached | – | cached at some size |" in text
     assert "| `reranker/train_reranker` | 150.0 s | 3,750.0 s | 2.00 | **superlinear** |" in text
     assert "**1,000,000 items failed:** `RuntimeError: killed (OOM)`" in text

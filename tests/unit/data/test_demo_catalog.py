@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from models.data import columns as C
+from models.data import demo_catalog
 from models.data.clock import unix_seconds, unix_seconds_or_nan
 from models.data.contract import in_stock_at
 from models.data.demo_catalog import DEMO_END, generate_demo_catalog
@@ -92,3 +93,23 @@ def test_nothing_is_bought_while_out_of_stock_and_stock_is_a_point_in_time_fact(
     # the flag is the state at the end: items out of stock then were in stock before their stock-out
     assert (items[C.IN_STOCK] == in_stock_at(stockout, restock, DEMO_END.value / 1e9)).all()
     assert items[C.RESTOCK_AT].notna().sum() > 0 and (~items[C.IN_STOCK]).sum() > 0
+
+
+def test_scoring_in_blocks_leaves_the_tables_as_they_are(monkeypatch):
+    """Memory is bounded by scoring views in blocks; the random draws run in the same order, so the tables do not
+    depend on the block size."""
+    whole = generate_demo_catalog(n_items=600, n_users=150, n_interactions=6000, seed=3)
+    monkeypatch.setattr(demo_catalog, "CELLS_PER_BLOCK", 50)
+    blocked = generate_demo_catalog(n_items=600, n_users=150, n_interactions=6000, seed=3)
+    pd.testing.assert_frame_equal(whole.interactions, blocked.interactions)
+
+
+def test_views_on_shelves_larger_than_a_glance_pick_launched_items_from_random_pages(monkeypatch):
+    monkeypatch.setattr(demo_catalog, "SHELF_GLANCE", 4)  # every shelf of 600 items is larger than this
+    world = demo_catalog.generate_demo_world(n_items=600, n_users=150, n_interactions=6000, seed=3)
+    views = world.dataset.interactions
+    views = views[views[C.EVENT_TYPE] == C.VIEW]
+    items = world.dataset.items.set_index(C.ITEM_ID)
+    assert len(views) > 3000 and views[C.ITEM_ID].nunique() > 300  # each view glances at its own random page
+    launched = items.loc[views[C.ITEM_ID], C.CREATED_AT].to_numpy() <= views[C.TIMESTAMP].to_numpy()
+    assert launched.all()
