@@ -129,9 +129,13 @@ class Stage1:
     """The dense item-item models the tables were pruned from (kept only when fitted for evaluation)."""
 
     def __post_init__(self) -> None:
-        self.row_of = RowLookup(self.item_ids)
-        self._available_from = self.created - self.config.availability_grace_days * DAY_SECONDS
         self._by_name = {source.name: source for source in self.sources}
+        semantic = self._by_name.get("semantic")
+        if isinstance(semantic, SemanticSource) and np.array_equal(semantic.index.item_ids, self.item_ids):
+            self.row_of = semantic.row_of  # one id → row dict per catalogue (≈ 100 MB per worker at 1 M items)
+        else:
+            self.row_of = RowLookup(self.item_ids)
+        self._available_from = self.created - self.config.availability_grace_days * DAY_SECONDS
 
     def source(self, name: str) -> CandidateSource:
         return self._by_name[name]
