@@ -197,8 +197,12 @@ SHELF_GLANCE = 512
 """A view weighs at most this many items of its shelf: every item of a smaller shelf, a random page of a larger
 one (a shopper never scans thousands of items). Keeps the generator linear in views: 20 k demo shelves hold at most
 ~400 items, so the demo catalogue is the same as when every view weighed its whole shelf."""
-CELLS_PER_BLOCK = 4_000_000
-"""Views × items scored at once (≈ 32 MB per array): bounds the generator's memory at any catalogue size."""
+VIEWS_PER_PAGE = 16
+"""Views that see the same random page of a larger shelf: drawing and gathering a page costs more than scoring it,
+so a page is drawn once for a few views (each still has its own taste, time and noise)."""
+CELLS_PER_BLOCK = 250_000
+"""Views × items scored at once (2 MB per array, which stays in cache: faster than larger blocks): bounds the
+generator's memory at any catalogue size."""
 
 
 def _sample_views(
@@ -240,24 +244,45 @@ def _pick(
     rng: np.random.Generator, item: dict[str, np.ndarray], user: dict[str, np.ndarray], u: np.ndarray,
     when: np.ndarray, members: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """The item each view picks (-1: nothing launched yet): the highest utility plus Gumbel noise among the shelf's
+    """The item each view picks (-1: nothing launched yet), with probability softmax(utility) among the shelf's
     items, or among a random page of ``SHELF_GLANCE`` of them on a larger shelf."""
     if len(members) <= SHELF_GLANCE:
-        shown = np.broadcast_to(members, (len(u), len(members)))
+        pages, page_of = members[None, :], np.zeros(len(u), dtype=np.int64)
     else:
-        shown = members[rng.integers(0, len(members), size=(len(u), SHELF_GLANCE))]
-    age_days = (when[:, None] - item["created"][shown]) / DAY
-    price_gap = item["price_z"][shown] - user["price_level"][u, None]
+        n_pages = -(-len(u) // VIEWS_PER_PAGE)
+        pages = members[rng.integers(0, len(members), size=(n_pages, SHELF_GLANCE))]
+        page_of = np.arange(len(u)) // VIEWS_PER_PAGE
+    age_days = (when[:, None] - item["created"][pages][page_of]) / DAY
+    price_gap = item["price_z"][pages][page_of] - user["price_level"][u, None]
     utility = (
-        0.9 * item["quality"][shown]
+        0.9 * item["quality"][pages][page_of]
         + (0.8 + 3.0 * user["novelty"][u, None]) * np.exp(-np.clip(age_days, 0, None) / 30.0)
         - 0.15 * price_gap**2
-        + rng.gumbel(size=age_days.shape)
     )
     utility[age_days < 0] = -np.inf
-    best = utility.argmax(axis=1)
-    picked = shown[np.arange(len(u)), best]
-    return np.where(np.isfinite(utility[np.arange(len(u)), best]), picked, -1)
+    best = _gumbel_max(rng, utility) if len(members) <= SHELF_GLANCE else _softmax_draw(rng, utility)
+    picked = pages[page_of, np.maximum(best, 0)]
+    return np.where(best >= 0, picked, -1)
+
+
+def _gumbel_max(rng: np.random.Generator, utility: np.ndarray) -> np.ndarray:
+    """A softmax draw per row by the Gumbel-max trick (-1 where every utility is -inf): how the demo catalogue was
+    always drawn, so its tables stay as they were."""
+    noisy = utility + rng.gumbel(size=utility.shape)
+    best = noisy.argmax(axis=1)
+    return np.where(np.isfinite(noisy[np.arange(len(noisy)), best]), best, -1)
+
+
+def _softmax_draw(rng: np.random.Generator, utility: np.ndarray) -> np.ndarray:
+    """The same distribution as ``_gumbel_max`` from one uniform per row instead of a Gumbel per cell (two
+    logarithms each: most of the generator's time on large catalogues)."""
+    top = utility.max(axis=1, keepdims=True)
+    launched = np.isfinite(top[:, 0])
+    weights = np.exp(utility - np.where(np.isfinite(top), top, 0.0))
+    cumulative = np.cumsum(weights, axis=1)
+    threshold = (1.0 - rng.random(len(utility))) * cumulative[:, -1]  # in (0, total]: never a zero-weight item
+    best = np.minimum((cumulative < threshold[:, None]).sum(axis=1), utility.shape[1] - 1)
+    return np.where(launched, best, -1)
 
 
 def _funnel(

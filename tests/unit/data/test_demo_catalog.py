@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,3 +114,14 @@ def test_views_on_shelves_larger_than_a_glance_pick_launched_items_from_random_p
     assert len(views) > 3000 and views[C.ITEM_ID].nunique() > 300  # each view glances at its own random page
     launched = items.loc[views[C.ITEM_ID], C.CREATED_AT].to_numpy() <= views[C.TIMESTAMP].to_numpy()
     assert launched.all()
+
+
+def test_a_softmax_draw_picks_as_the_gumbel_max_trick_does():
+    rng = np.random.default_rng(5)
+    utility = np.tile([0.0, 1.0, 2.0, -np.inf, 0.5], (40_000, 1))
+    utility[:10] = -np.inf  # nothing launched yet on these views
+    expected = np.exp(utility[-1]) / np.exp(utility[-1]).sum()
+    for draw in (demo_catalog._gumbel_max, demo_catalog._softmax_draw):
+        picked = draw(rng, utility)
+        assert (picked[:10] == -1).all() and (picked[10:] >= 0).all()
+        np.testing.assert_allclose(np.bincount(picked[10:], minlength=5) / len(picked[10:]), expected, atol=0.01)
