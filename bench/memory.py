@@ -98,7 +98,8 @@ def summarize(processes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "workers": len(workers),
         "per_worker": {
-            key: _mean([w[key] for w in workers]) for key in ("rss_mib", "pss_mib", "private_mib", "shared_mib")
+            key: _mean([w[key] for w in workers])
+            for key in ("rss_mib", "pss_mib", "private_mib", "private_dirty_mib", "shared_mib")
         },
         "workers_pss_mib": round(sum(w["pss_mib"] for w in workers), 1),
         "total_rss_mib": round(sum(p["rss_mib"] for p in processes), 1),
@@ -151,14 +152,16 @@ def measure(
 
 
 def compare(mapped: dict[str, Any], read: dict[str, Any], workers: int) -> dict[str, Any]:
-    """Mapped vs read per worker and for the whole tree. One more worker costs its private memory (the mapped
-    pages are already in the page cache), so the saving per extra worker is the difference of private memory."""
-    private = {"mapped": mapped["per_worker"]["private_mib"], "read": read["per_worker"]["private_mib"]}
+    """Mapped vs read per worker and for the whole tree. One more worker costs its private dirty memory (its heap,
+    and in the read server its copy of the version): mapped file pages that only one worker has touched yet count
+    as that worker's private *clean* memory, though they sit in the page cache once for every process, so the
+    saving per extra worker is the difference of private dirty memory."""
+    private = {"mapped": mapped["per_worker"]["private_dirty_mib"], "read": read["per_worker"]["private_dirty_mib"]}
     pss = {"mapped": mapped["total_pss_mib"], "read": read["total_pss_mib"]}
     return {
         "workers": workers,
         "per_worker_rss_mib": {"mapped": mapped["per_worker"]["rss_mib"], "read": read["per_worker"]["rss_mib"]},
-        "per_worker_private_mib": private,
+        "per_worker_private_dirty_mib": private,
         "total_pss_mib": pss,
         "saving_mib": round(pss["read"] - pss["mapped"], 1),
         "saving_ratio": ratio(pss["read"], pss["mapped"]),
@@ -188,7 +191,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         r = result[label]
         w = r["per_worker"]
         lines.append(f"memory ({label}): {r['workers']} workers, per worker RSS {w['rss_mib']} MiB, PSS {w['pss_mib']} "
-                     f"MiB, private {w['private_mib']} MiB; PSS of the service {r['total_pss_mib']} MiB")  # fmt: skip
+                     f"MiB, private {w['private_mib']} MiB (dirty {w['private_dirty_mib']}); PSS of the service "
+                     f"{r['total_pss_mib']} MiB")  # fmt: skip
     c, m = result["comparison"], result["mappable"]
     lines.append(f"memory: mapping saves {c['saving_mib']} MiB of PSS (reading takes {c['saving_ratio']}× as much) and "
                  f"{c['saving_per_extra_worker_mib']} MiB per extra worker; mappable files {m['mib']} MiB "

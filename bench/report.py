@@ -572,9 +572,10 @@ def _memory(s: dict[str, Any] | None) -> list[str]:
     ):
         r = s[label]
         w = r["per_worker"]
-        rows.append([name, f(r["workers"]), f(w["rss_mib"], 1), f(w["private_mib"], 1), f(r["total_pss_mib"], 1)])
+        rows.append([name, f(r["workers"]), f(w["rss_mib"], 1), f(w["private_mib"], 1),
+                     f(w["private_dirty_mib"], 1), f(r["total_pss_mib"], 1)])  # fmt: skip
     lines += table(["server", "workers", "RSS per worker (MiB)", "private per worker (MiB)",
-                    "PSS sum of the service (MiB)"], rows)  # fmt: skip
+                    "of which dirty (MiB)", "PSS sum of the service (MiB)"], rows)  # fmt: skip
     legacy = (
         f" (plus {f(m['npz_mib'], 1)} MiB of older `.npz` tables, read into memory either way)"
         if m.get("npz_files")
@@ -582,8 +583,9 @@ def _memory(s: dict[str, Any] | None) -> list[str]:
     )
     lines += [
         f"Memory-mapping saves **{f(c['saving_mib'], 1)} MiB** of the service's PSS (reading takes "
-        f"{x(c['saving_ratio'])} as much) and {f(c['saving_per_extra_worker_mib'], 1)} MiB of private memory for "
-        f"every worker beyond the first; the version's mappable files (`stage1/**/*.faiss`, `*.npy`) take {f(m['mib'], 1)} MiB in {m['files']} files"
+        f"{x(c['saving_ratio'])} as much) and {f(c['saving_per_extra_worker_mib'], 1)} MiB of private dirty memory "
+        f"for every worker beyond the first (what one more worker adds: mapped pages only one worker has touched yet "
+        f"count as its private clean memory, but sit in the page cache once); the version's mappable files (`stage1/**/*.faiss`, `*.npy`) take {f(m['mib'], 1)} MiB in {m['files']} files"
         f"{legacy}.",
         "",
     ]  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from bench.memory import parse_rollup, process_memory, role, summarize
+from bench.memory import compare, parse_rollup, process_memory, role, summarize
 from bench.report import render
 
 FILE_MIB = 32
@@ -89,18 +89,24 @@ def test_worker_rule_on_bentoml_command_lines() -> None:
     assert role(["bash", "/w/scripts/serve.sh"]) == "other" and role([]) == "other"
 
 
-def _row(role_name: str, rss: float, pss: float, private: float) -> dict[str, Any]:
+def _row(role_name: str, rss: float, pss: float, private: float, dirty: float | None = None) -> dict[str, Any]:
     return {"role": role_name, "pid": 1, "rss_mib": rss, "pss_mib": pss, "private_mib": private,
-            "shared_mib": rss - private}  # fmt: skip
+            "private_dirty_mib": private if dirty is None else dirty, "shared_mib": rss - private}  # fmt: skip
 
 
 def _section() -> dict[str, Any]:
-    mapped = summarize([_row("arbiter", 500.0, 370.0, 333.0), _row("worker", 1150.0, 700.0, 600.0),
-                        _row("worker", 1150.0, 700.0, 600.0)])  # fmt: skip
+    mapped = summarize(
+        [
+            _row("arbiter", 500.0, 370.0, 333.0),
+            _row("worker", 1550.0, 1100.0, 1000.0, 600.0),
+            _row("worker", 750.0, 300.0, 200.0, 600.0),
+        ]
+    )  # fmt: skip  (one worker took most of the warm-up)
     read = summarize([_row("arbiter", 500.0, 370.0, 333.0), _row("worker", 1100.0, 1000.0, 950.0),
                       _row("worker", 1100.0, 1000.0, 950.0)])  # fmt: skip
-    comparison = {"workers": 2, "per_worker_rss_mib": {"mapped": 1150.0, "read": 1100.0},
-                  "per_worker_private_mib": {"mapped": 600.0, "read": 950.0},
+    comparison = compare(mapped, read, 2)
+    assert comparison == {"workers": 2, "per_worker_rss_mib": {"mapped": 1150.0, "read": 1100.0},
+                  "per_worker_private_dirty_mib": {"mapped": 600.0, "read": 950.0},
                   "total_pss_mib": {"mapped": 1770.0, "read": 2370.0}, "saving_mib": 600.0, "saving_ratio": 1.34,
                   "saving_per_extra_worker_mib": 350.0}  # fmt: skip
     return {"state_dir": "/s", "version": "v1", "workers": 2, "warm_users": 300, "mapped": mapped, "read": read,
@@ -124,11 +130,11 @@ def test_report_renders_the_memory_section() -> None:
     summary = _section()
     assert summary["mapped"]["total_pss_mib"] == 1770.0 and summary["read"]["per_worker"]["private_mib"] == 950.0
     text = _memory_text({"memory": summary})
-    assert "| memory-mapped (default) | 2 | 1,150.0 | 600.0 | 1,770.0 |" in text
-    assert "| read into each worker (RECSYS_MEMORY_MAP=false) | 2 | 1,100.0 | 950.0 | 2,370.0 |" in text
+    assert "| memory-mapped (default) | 2 | 1,150.0 | 600.0 | 600.0 | 1,770.0 |" in text
+    assert "| read into each worker (RECSYS_MEMORY_MAP=false) | 2 | 1,100.0 | 950.0 | 950.0 | 2,370.0 |" in text
     assert (
         "**600.0 MiB**" in text
-        and "350.0 MiB of private memory for every worker" in text
+        and "350.0 MiB of private dirty memory for every worker" in text
         and "512.0 MiB in 12 files" in text
     )
 
