@@ -157,7 +157,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
     with log.stage("serving_stage1"):
         config = json.loads((Path(reranker["ranker_dir"]) / STAGE1_FILE).read_text())
         # the served indexes reach the recall target at the K the re-ranker was chosen for, not at the largest K
-        # the sweep compared: far fewer IVF lists probed per request at the same recall of what is served
+        # the sweep compared (a smaller K can need fewer IVF lists probed for the same recall)
         config["serving_k"] = int(reranker["report"]["k_candidates"])
         stage1_dir = build_serving_stage1(dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
