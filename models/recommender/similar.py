@@ -26,7 +26,7 @@ def similar_items(
     collab_row = collab_rows[item_row]
     if collab_row >= 0:  # neighbours by ALS inner product (the MIPS query of the item's own factors)
         scores, found = collaborative.index.search_rows(
-            mips_query(collaborative.model.item_factors[collab_row]), fetch + 1
+            mips_query(collaborative.model.item_factors[collab_row], collaborative.index.dim), fetch + 1
         )
         keep = (found[0] != item_row) & (found[0] >= 0)
         results.insert(0, SourceResult("ials", found[0][keep][:fetch], scores[0][keep][:fetch]))

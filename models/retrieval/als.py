@@ -141,17 +141,32 @@ def fit_als(
     )
 
 
+SIMD_WIDTH = 16
+"""The lifted vectors are zero-padded to a multiple of this many dimensions: FAISS decodes SQ8 codes with SIMD only
+then (measured at 100 k iALS items, IVF256,SQ8, one query, k = 200: 0.16 ms at 80 dimensions, 0.69 ms at 65 for
+the same recall — zeros change no distance)."""
+
+
+def mips_dim(factors: int) -> int:
+    """Dimensions of the lifted vectors: the factors, the lift, zero padding up to a multiple of ``SIMD_WIDTH``."""
+    return -(-(factors + 1) // SIMD_WIDTH) * SIMD_WIDTH
+
+
 def mips_item_vectors(item_factors: np.ndarray) -> tuple[np.ndarray, float]:
-    """Lift item vectors to unit length: [y, sqrt(M² − |y|²)] / M, where M is the largest norm."""
+    """Lift item vectors to unit length: [y, sqrt(M² − |y|²), 0…] / M, where M is the largest norm."""
     norms = np.linalg.norm(item_factors, axis=1)
     max_norm = float(norms.max()) if len(norms) else 1.0
     max_norm = max_norm or 1.0
-    extra = np.sqrt(np.clip(max_norm**2 - norms**2, 0.0, None))
-    lifted = np.hstack([item_factors, extra[:, None]]) / max_norm
-    return np.ascontiguousarray(lifted, dtype=np.float32), max_norm
+    lifted = np.zeros((len(item_factors), mips_dim(item_factors.shape[1])), dtype=np.float32)
+    lifted[:, : item_factors.shape[1]] = item_factors / max_norm
+    lifted[:, item_factors.shape[1]] = np.sqrt(np.clip(max_norm**2 - norms**2, 0.0, None)) / max_norm
+    return lifted, max_norm
 
 
-def mips_query(user_vector: np.ndarray) -> np.ndarray:
-    """The matching query: [x, 0], normalised (a positive scale keeps the ranking)."""
+def mips_query(user_vector: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """The matching query: [x, 0…] normalised (a positive scale keeps the ranking), ``dim`` long (the index's;
+    default ``mips_dim``; versions published before the padding have factors + 1)."""
     norm = float(np.linalg.norm(user_vector)) or 1.0
-    return np.append(user_vector / norm, 0.0).astype(np.float32)
+    query = np.zeros(dim or mips_dim(len(user_vector)), dtype=np.float32)
+    query[: len(user_vector)] = user_vector / norm
+    return query

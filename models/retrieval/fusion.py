@@ -66,18 +66,31 @@ def _with_provenance(
     """Attach each source's rank and score of every chosen row (-1 / NaN where the source did not return it)."""
     sorter = np.argsort(rows, kind="stable")
     sorted_rows = rows[sorter]
+    slots = []
+    for result in results:
+        slot = np.full(len(result), -1, dtype=np.int64)
+        if len(rows) and len(result):
+            found = np.clip(np.searchsorted(sorted_rows, result.rows), 0, len(rows) - 1)
+            hit = sorted_rows[found] == result.rows
+            slot[hit] = sorter[found[hit]]
+        slots.append(slot)
+    return _candidates(results, slots, rows, primary, catalogue, fused)
+
+
+def _candidates(
+    results: Sequence[SourceResult], slots: Sequence[np.ndarray], rows: np.ndarray, primary: np.ndarray,
+    catalogue: np.ndarray | None, fused: np.ndarray | None,
+) -> Candidates:  # fmt: skip
+    """The candidates ``rows`` with provenance; ``slots[i][j]``: the position in ``rows`` of the j-th item of
+    ``results[i]`` (-1: not chosen)."""
     ranks: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
-    for result in results:
+    for result, slot in zip(results, slots, strict=True):
         rank = np.full(len(rows), -1, dtype=np.int32)
         score = np.full(len(rows), np.nan, dtype=np.float32)
-        if len(rows) and len(result):
-            slot = np.searchsorted(sorted_rows, result.rows)
-            slot = np.clip(slot, 0, len(rows) - 1)
-            hit = sorted_rows[slot] == result.rows
-            position = sorter[slot[hit]]
-            rank[position] = np.flatnonzero(hit)
-            score[position] = result.scores[hit]
+        hit = np.flatnonzero(slot >= 0)
+        rank[slot[hit]] = hit
+        score[slot[hit]] = result.scores[hit]
         ranks[result.source] = rank
         scores[result.source] = score
     if fused is None:
@@ -148,7 +161,11 @@ def fuse(
     picked = np.flatnonzero(chosen)
     picked = picked[np.lexsort((unique[picked], -fused[picked]))]
     names = np.array([r.source for r in present], dtype=str)
-    return _with_provenance(results, unique[picked], names[primary_of[picked]], catalogue, fused[picked])
+    position = np.full(len(unique), -1, dtype=np.int64)  # each unique row's place in the list (-1: not chosen)
+    position[picked] = np.arange(len(picked))
+    entry_slots = iter(np.split(position[inverse], offsets[1:-1]))
+    slots = [next(entry_slots) if len(r) else np.empty(0, dtype=np.int64) for r in results]
+    return _candidates(results, slots, unique[picked], names[primary_of[picked]], catalogue, fused[picked])
 
 
 def scale_quotas(shares: Mapping[str, float], k: int) -> dict[str, int]:

@@ -295,8 +295,9 @@ def median_query_ms(index: VectorIndex, queries: np.ndarray, k: int) -> float:
 def faster_of_ivf_and_exact(index: VectorIndex, vectors: np.ndarray, queries: np.ndarray, k: int) -> VectorIndex:
     """The tuned approximate index, or exact search when it is clearly faster at the served K: an IVF that must
     probe most of its lists to reach the target recall scans nearly every vector anyway, and decoding SQ8 codes of
-    a dimension SIMD does not cover (iALS's 65: factors + the MIPS lift) costs more than reading floats. Measured
-    per catalogue on the tuning queries, not set by a size threshold that would only fit this machine."""
+    a dimension SIMD does not cover costs more than reading floats (iALS's lifted vectors are padded to a multiple
+    of 16 for this: ``als.SIMD_WIDTH``). Measured per catalogue on the tuning queries, not set by a size threshold
+    that would only fit this machine."""
     if index.factory == "Flat" or vectors.nbytes > FLAT_MAX_BYTES or not len(queries):
         return index
     exact = VectorIndex.build(vectors, index.item_ids, "Flat")

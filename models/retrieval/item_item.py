@@ -13,6 +13,7 @@ with its square), they are the exact single-stage peers of the evaluation; prune
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,22 @@ def keep_strongest(weights: np.ndarray, neighbours: int, block: int = 2048) -> N
         np.put_along_axis(part, weakest, 0.0, axis=1)
 
 
+class _Scratch(threading.local):
+    """Per-thread catalogue-length work arrays, shared by every item-item source of the thread and kept zero
+    between calls, so summing a request's table rows costs their entries, not a sort nor the catalogue."""
+
+    sums: np.ndarray = np.zeros(0)
+    last: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    def arrays(self, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.sums) < n_items:  # pages are only touched where a request's items fall
+            self.sums, self.last = np.zeros(n_items), np.zeros(n_items, dtype=np.int64)
+        return self.sums, self.last
+
+
+_SCRATCH = _Scratch()
+
+
 class ItemItemSource:
     """Candidates from a sparse item × item table, walked from the items the user saw: ``history`` of them, most
     recent first, each weighing ``decay``^position (1: all alike, as the exact model weighs them)."""
@@ -168,14 +185,22 @@ class ItemItemSource:
     def scores(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(item rows ascending, scores) of the items the table rows of ``rows`` reach, scored by the weighted
         sum of those rows. Only the reached items are touched — a request costs the history's neighbours, not the
-        catalogue — and the arrays are read straight from the CSR (scipy's row indexing builds a new matrix per
-        call, several times this function's cost)."""
+        catalogue: the entries are summed into a zeroed per-thread array, and each reached item is found once by
+        the last entry writing it — and the arrays are read straight from the CSR (scipy's row indexing builds a
+        new matrix per call, several times this function's cost)."""
         starts, ends = self.table.indptr[rows], self.table.indptr[rows + 1]
         lengths = ends - starts
         entries = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(int(lengths.sum()))
-        reached, slot = np.unique(self.table.indices[entries], return_inverse=True)
-        return reached, np.bincount(slot, weights=self.table.data[entries] * np.repeat(weights, lengths),
-                                    minlength=len(reached))  # fmt: skip
+        targets = np.asarray(self.table.indices[entries], dtype=np.int64)
+        sums, last = _SCRATCH.arrays(self.n_items)
+        try:
+            np.add.at(sums, targets, self.table.data[entries] * np.repeat(weights, lengths))
+            order = np.arange(len(targets))
+            last[targets] = order
+            reached = np.sort(targets[last[targets] == order])
+            return reached, sums[reached]
+        finally:
+            sums[targets] = 0.0
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
         rows = query.seen_rows[: self.history]

@@ -160,7 +160,7 @@ class CollaborativeSource:
         vector = self.user_vector(query)
         if vector is None:
             return SourceResult.empty(self.name)
-        scores, rows = self.index.search_rows(mips_query(vector), k + len(query.exclude_rows))
+        scores, rows = self.index.search_rows(mips_query(vector, self.index.dim), k + len(query.exclude_rows))
         return drop_excluded(self.name, rows[0], scores[0], query.exclude_rows, k)
 
 
@@ -222,7 +222,11 @@ class FreshSource:
         if not len(eligible):
             return SourceResult.empty(self.name)
         popularity = self.popularity.scores_of(query.as_of, eligible)
-        order = np.lexsort((-self.created[eligible], -popularity))[: k + len(query.exclude_rows)]
+        wanted = k + len(query.exclude_rows)
+        if len(eligible) > wanted:  # sort only the most popular (ties at the cut kept): the window may be large
+            cut = np.partition(popularity, len(popularity) - wanted)[len(popularity) - wanted]
+            eligible, popularity = eligible[popularity >= cut], popularity[popularity >= cut]
+        order = np.lexsort((-self.created[eligible], -popularity))[:wanted]
         rows = eligible[order]
         freshness = 1.0 - (query.as_of - self.created[rows]) / self.window
         return drop_excluded(self.name, rows, freshness.astype(np.float32), query.exclude_rows, k)

@@ -71,6 +71,18 @@ def test_mips_lifting_preserves_the_inner_product_ranking():
     np.testing.assert_array_equal(np.argsort(-(lifted @ mips_query(user)))[:50], np.argsort(-(items @ user))[:50])
 
 
+def test_mips_vectors_are_padded_for_simd_and_queries_match_older_indexes():
+    rng = np.random.default_rng(2)
+    items = rng.normal(size=(50, 64)).astype(np.float32)
+    lifted, _ = mips_item_vectors(items)
+    assert lifted.shape == (50, 80) and not lifted[:, 65:].any()
+    user = rng.normal(size=64)
+    assert mips_query(user).shape == (80,)
+    legacy = mips_query(user, 65)  # a version published before the padding: factors + the lift
+    np.testing.assert_array_equal(legacy, mips_query(user)[:65])
+    np.testing.assert_allclose(lifted[:, :65] @ legacy, lifted @ mips_query(user), rtol=1e-6)
+
+
 def test_save_load_round_trip(model: CollaborativeModel, tmp_path: Path):
     section = model.save(tmp_path)
     again = CollaborativeModel.load(tmp_path, section)

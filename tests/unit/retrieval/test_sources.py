@@ -262,3 +262,50 @@ def test_a_snapshot_scores_a_few_rows_as_it_scores_the_catalogue():
     rows = np.array([2, 0, 3])
     for as_of in (DAY0, DAY0 + 3 * DAY_SECONDS, DAY0 + 20.5 * DAY_SECONDS):
         np.testing.assert_array_equal(snapshot.scores_of(as_of, rows), snapshot.scores_at(as_of)[rows])
+
+
+def test_fresh_source_ranks_the_window_as_a_full_sort_does_with_ties_at_the_cut():
+    rng = np.random.default_rng(5)
+    created = np.round(DAY0 - rng.uniform(0, 29, size=2000) * DAY_SECONDS)
+    created[::7] = DAY0 - 3 * DAY_SECONDS  # launches at the same second
+    ids = [f"i{r}" for r in range(2000)]
+    log = events([(f"i{r}", -float(rng.integers(1, 3))) for r in rng.integers(0, 300, size=900)])
+    source = FreshSource(ids, created, DecayedPopularity(log, ids, half_life_days=7.0), window_days=30.0)
+    for k, exclude in [(10, []), (40, [3, 5, 8]), (3000, [1])]:
+        query = UserQuery("u", as_of=DAY0, exclude_rows=np.array(exclude, dtype=np.int64))
+        result = source.retrieve(query, k)
+        eligible = source.launched_within(DAY0)
+        popularity = source.popularity.scores_of(DAY0, eligible)
+        full = eligible[np.lexsort((-created[eligible], -popularity))]
+        np.testing.assert_array_equal(result.rows, full[~np.isin(full, exclude)][:k])
+
+
+def test_item_item_scores_are_the_same_across_calls_threads_and_catalogue_sizes():
+    """The per-thread work arrays are left zero after every call, whichever source and thread used them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(6)
+    sources = [ItemItemSource(f"s{n}", sp.random(n, n, density=0.02, format="csr", random_state=rng), 30, 0.9)
+               for n in (300, 3000)]  # fmt: skip
+    calls = [(source, rng.choice(source.n_items, size=20, replace=False)) for _ in range(30) for source in sources]
+
+    def dense(source: ItemItemSource, rows: np.ndarray) -> np.ndarray:
+        weights = np.power(0.9, np.arange(len(rows)))
+        return (
+            (sp.csr_matrix((weights, (np.zeros(len(rows)), rows)), shape=(1, source.n_items)) @ source.table)
+            .toarray()
+            .ravel()
+        )
+
+    def scored(call: tuple[ItemItemSource, np.ndarray]) -> np.ndarray:
+        source, rows = call
+        reached, scores = source.scores(rows, np.power(0.9, np.arange(len(rows))))
+        full = np.zeros(source.n_items)
+        full[reached] = scores
+        return full
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for call, full in zip(calls, pool.map(scored, calls), strict=True):
+            np.testing.assert_allclose(full, dense(*call), rtol=1e-12)
