@@ -47,7 +47,7 @@ class UserRow:
     def from_mapping(cls, features: Mapping[str, object], spec: FeatureSpec) -> UserRow:
         numeric = np.array([_float(features.get(name)) for name in USER_NUMERIC], dtype=np.float32)
         categorical = np.array(
-            [spec.codes(user_categorical_name(c), [features.get(user_categorical_name(c)) or UNKNOWN])[0]
+            [spec.code(user_categorical_name(c), features.get(user_categorical_name(c)) or UNKNOWN)
              for c in USER_CATEGORICAL], dtype=np.float32,
         )  # fmt: skip
         return cls(
@@ -126,7 +126,7 @@ def cross_features(user: UserRow, items: ItemBlock, inputs: RequestInputs) -> np
     nan = np.full(n, np.nan, dtype=np.float32)
     share_of = dict(zip(user.top_categories, user.top_shares, strict=False))
     tags = inputs.item_tags
-    recent = np.asarray(tags.matrix[inputs.recent_rows].sum(axis=0)).ravel() if len(inputs.recent_rows) else None
+    recent = tags.counts(inputs.recent_rows) if len(inputs.recent_rows) else None
     gap = items.numeric[:, _ITEM_COL["item_log_price"]] - user.numeric[_USER_COL["user_log_price_mean"]]
     user_days_since_last = user.numeric[_USER_COL["user_days_since_last"]]
     columns = {

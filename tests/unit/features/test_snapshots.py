@@ -145,5 +145,28 @@ def test_spec_round_trip_and_unknown_values(context):
     again = FeatureSpec.from_json(spec.to_json())
     assert again == spec
     assert np.isnan(spec.codes("user_segment", ["never seen"])[0])
+    values = [*spec.vocabularies["user_segment"], "never seen", None, float("nan"), 3]
+    expected = spec.codes("user_segment", values)
+    np.testing.assert_array_equal([spec.code("user_segment", v) for v in values], expected)  # one value's lookup
     with pytest.raises(ValueError, match="feature list differs"):
         FeatureSpec.from_json({**spec.to_json(), "names": ["x"]})
+
+
+def test_tag_profile_affinity_and_counts_match_the_sparse_algebra():
+    from models.features.snapshots import ItemTags
+
+    rng = np.random.default_rng(3)
+    names = [f"t{i}" for i in range(40)]
+    items = pd.DataFrame({C.CATEGORY: rng.choice(["a", "b", "c"], 500),
+                          C.TAGS: ["|".join(rng.choice(names, int(rng.integers(0, 6)))) for _ in range(500)]})  # fmt: skip
+    tags = ItemTags.from_items(items)
+    profile = tags.profile(["t3", "zzz", "b", "t7"], [0.5, 0.9, 0.3, 0.2])
+    expected = np.zeros(len(tags.names), np.float32)
+    expected[tags.names.get_indexer(["t3", "b", "t7"])] = [0.5, 0.3, 0.2]
+    np.testing.assert_array_equal(profile, expected)
+    rows = rng.choice(500, 200)
+    dense = tags.matrix.toarray()
+    per_item = np.maximum(dense[rows].sum(axis=1), 1)
+    np.testing.assert_allclose(tags.affinity(rows, profile), dense[rows] @ profile / per_item, rtol=1e-6)
+    np.testing.assert_array_equal(tags.counts(rows[:5]), dense[rows[:5]].sum(axis=0))
+    assert tags.affinity(rows[:0], profile).shape == (0,)
