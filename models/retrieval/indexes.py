@@ -202,10 +202,11 @@ class VectorIndex:
 
     @classmethod
     def load(
-        cls, folder: Path, entry: dict[str, Any], expected_dim: int | None = None, mapped: bool = True
+        cls, folder: Path, entry: dict[str, Any], expected_dim: int | tuple[int, ...] | None = None,
+        mapped: bool = True,
     ) -> VectorIndex:  # fmt: skip
         """Read an index written by ``save`` (memory-mapped unless ``mapped`` is False) and check it against its
-        manifest entry."""
+        manifest entry and the dimension(s) its queries will have."""
         path = folder / entry["file"]
         ids_path = folder / entry["ids"]
         for required in (path, ids_path):
@@ -223,8 +224,10 @@ class VectorIndex:
             raise ArtifactError(f"{path}: FAISS metric type {index.metric_type} is not inner product")
         if index.d != entry["dim"]:
             raise ArtifactError(f"{path}: dimension {index.d} does not match the manifest ({entry['dim']})")
-        if expected_dim is not None and index.d != expected_dim:
-            raise ArtifactError(f"{path}: dimension {index.d} does not match the encoder ({expected_dim})")
+        allowed = (expected_dim,) if isinstance(expected_dim, int) else expected_dim
+        if allowed is not None and index.d not in allowed:
+            raise ArtifactError(f"{path}: dimension {index.d} does not match its queries' "
+                                f"({' or '.join(map(str, allowed))})")  # fmt: skip
         item_ids = np.load(ids_path, allow_pickle=False)
         if index.ntotal != entry["count"] or len(item_ids) != index.ntotal:
             raise ArtifactError(

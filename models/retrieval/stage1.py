@@ -24,7 +24,7 @@ from models.data import columns as C
 from models.data.clock import DAY_SECONDS, data_now, unix_seconds
 from models.data.contract import Dataset
 from models.files import ArtifactError
-from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_item_vectors, mips_query
+from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_dim, mips_item_vectors, mips_query
 from models.retrieval.fusion import Candidates, fuse
 from models.retrieval.indexes import VectorIndex, exact_search, faster_of_ivf_and_exact
 from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item
@@ -305,7 +305,8 @@ def load_stage1(
         raise ArtifactError(f"{folder}: embedding dimension {dim} in the manifest, encoder gives {encoder_dim}")
     semantic_index = VectorIndex.load(folder, section["indexes"]["semantic"], expected_dim=dim, mapped=mapped)
     als = CollaborativeModel.load(folder / "ials", section["ials"], mapped=mapped)
-    ials_index = VectorIndex.load(folder, section["indexes"]["ials"], expected_dim=als.dim + 1, mapped=mapped)
+    lifted_dims = (mips_dim(als.dim), als.dim + 1)  # padded; versions published before the padding: factors + 1
+    ials_index = VectorIndex.load(folder, section["indexes"]["ials"], expected_dim=lifted_dims, mapped=mapped)
     text_vectors = np.load(folder / "text_vectors.npy", allow_pickle=False, mmap_mode="r" if mapped else None)
     if text_vectors.shape != (n_items, dim):
         raise ArtifactError(f"{folder / 'text_vectors.npy'}: shape {text_vectors.shape}, expected {(n_items, dim)}")

@@ -155,8 +155,11 @@ def test_load_dimension_mismatch(saved):
     folder, entry = saved
     with pytest.raises(ArtifactError, match=r"dimension 16 does not match the manifest \(384\)"):
         VectorIndex.load(folder, {**entry, "dim": 384})
-    with pytest.raises(ArtifactError, match=r"dimension 16 does not match the encoder \(384\)"):
+    with pytest.raises(ArtifactError, match=r"dimension 16 does not match its queries' \(384\)"):
         VectorIndex.load(folder, entry, expected_dim=384)
+    with pytest.raises(ArtifactError, match=r"dimension 16 does not match its queries' \(32 or 17\)"):
+        VectorIndex.load(folder, entry, expected_dim=(32, 17))
+    assert VectorIndex.load(folder, entry, expected_dim=(16, 17)).dim == 16  # e.g. iALS: padded or older unpadded
 
 
 def test_load_count_mismatch(saved):
