@@ -131,15 +131,15 @@ class ItemTags:
     def affinity(self, rows: np.ndarray, profile: np.ndarray) -> np.ndarray:
         """Mean of the profile over each item's tags."""
         entries, lengths = self._entries(rows)
-        sums = np.bincount(np.repeat(np.arange(len(rows)), lengths),
-                           weights=profile[self.matrix.indices[entries]] * self.matrix.data[entries],
-                           minlength=len(rows))  # fmt: skip
-        return (sums / np.maximum(lengths, 1)).astype(np.float32)
+        part = sp.csr_matrix((self.matrix.data[entries], self.matrix.indices[entries],
+                              np.concatenate(([0], np.cumsum(lengths)))), shape=(len(rows), len(self.names)))  # fmt: skip
+        return (np.asarray(part @ profile).ravel() / np.maximum(lengths, 1)).astype(np.float32)
 
     def counts(self, rows: np.ndarray) -> np.ndarray:
         """How many of ``rows`` carry each tag (tag-length)."""
         entries, _ = self._entries(rows)
-        return np.bincount(self.matrix.indices[entries], weights=self.matrix.data[entries], minlength=len(self.names))
+        counts = np.bincount(self.matrix.indices[entries], weights=self.matrix.data[entries], minlength=len(self.names))
+        return counts.astype(np.float32)
 
     def _entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The CSR entries of ``rows`` in order, and each row's count — read from the arrays, as a request's
