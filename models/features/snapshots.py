@@ -41,6 +41,7 @@ from models.features.spec import (
     USER_TOP_TAGS,
     user_categorical_name,
 )
+from models.sparse import row_entries
 
 WINDOWS_DAYS = (1, 7, 30, 365)
 SHARE_WINDOWS_DAYS = (7, 30, 365)
@@ -130,23 +131,16 @@ class ItemTags:
 
     def affinity(self, rows: np.ndarray, profile: np.ndarray) -> np.ndarray:
         """Mean of the profile over each item's tags."""
-        entries, lengths = self._entries(rows)
+        entries, lengths = row_entries(self.matrix.indptr, rows)
         part = sp.csr_matrix((self.matrix.data[entries], self.matrix.indices[entries],
                               np.concatenate(([0], np.cumsum(lengths)))), shape=(len(rows), len(self.names)))  # fmt: skip
         return (np.asarray(part @ profile).ravel() / np.maximum(lengths, 1)).astype(np.float32)
 
     def counts(self, rows: np.ndarray) -> np.ndarray:
         """How many of ``rows`` carry each tag (tag-length)."""
-        entries, _ = self._entries(rows)
+        entries, _ = row_entries(self.matrix.indptr, rows)
         counts = np.bincount(self.matrix.indices[entries], weights=self.matrix.data[entries], minlength=len(self.names))
         return counts.astype(np.float32)
-
-    def _entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The CSR entries of ``rows`` in order, and each row's count — read from the arrays, as a request's
-        few hundred rows cost a fraction of scipy's row indexing, which builds a new matrix."""
-        starts, ends = self.matrix.indptr[rows], self.matrix.indptr[rows + 1]
-        lengths = ends - starts
-        return np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(int(lengths.sum())), lengths
 
     @cached_property
     def _position(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from models.files import ArtifactError
 from models.retrieval.sources import SourceResult, UserQuery, drop_excluded
+from models.sparse import row_entries
 
 ITEM_ITEM_KINDS = ("ease", "rp3beta", "item_knn")
 
@@ -160,11 +161,11 @@ class _Scratch(threading.local):
     between calls, so summing a request's table rows costs their entries, not a sort nor the catalogue."""
 
     sums: np.ndarray = np.zeros(0)
-    last: np.ndarray = np.zeros(0, dtype=np.int64)
+    last: np.ndarray = np.zeros(0, dtype=np.int32)
 
     def arrays(self, n_items: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.sums) < n_items:  # pages are only touched where a request's items fall
-            self.sums, self.last = np.zeros(n_items), np.zeros(n_items, dtype=np.int64)
+            self.sums, self.last = np.zeros(n_items), np.zeros(n_items, dtype=np.int32)
         return self.sums, self.last
 
 
@@ -188,14 +189,12 @@ class ItemItemSource:
         catalogue: the entries are summed into a zeroed per-thread array, and each reached item is found once by
         the last entry writing it — and the arrays are read straight from the CSR (scipy's row indexing builds a
         new matrix per call, several times this function's cost)."""
-        starts, ends = self.table.indptr[rows], self.table.indptr[rows + 1]
-        lengths = ends - starts
-        entries = np.repeat(ends - np.cumsum(lengths), lengths) + np.arange(int(lengths.sum()))
+        entries, lengths = row_entries(self.table.indptr, rows)
         targets = np.asarray(self.table.indices[entries], dtype=np.int64)
         sums, last = _SCRATCH.arrays(self.n_items)
         try:
             np.add.at(sums, targets, self.table.data[entries] * np.repeat(weights, lengths))
-            order = np.arange(len(targets))
+            order = np.arange(len(targets), dtype=last.dtype)
             last[targets] = order
             reached = np.sort(targets[last[targets] == order])
             return reached, sums[reached]
