@@ -2,7 +2,8 @@
 
 Each child step caches on its inputs, so a re-run after a failure resumes where it stopped. Publishing switches the
 served version only when the new one beats the champion on the validation cut (or is forced) and after it loaded
-and ranked known users through the online store; otherwise it is stored as the namespace's challenger.
+and ranked known users through the online store; otherwise it is stored as the namespace's challenger. A re-run that
+reused every step publishes nothing (unless forced): the champion or challenger was built from the same folders.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from models.data.datasets import load_dataset
 from models.data.tables import save_dataset
 from models.features.spec import EVENT_TIMESTAMP, FEATURE_SERVICE, USER_SEEN_ITEMS
 from models.features.store import open_store
+from models.files import ArtifactError
 from models.live.ingest import ingest_log, read_live_log, read_live_marker, write_live_marker
 from models.ranking.rules import RulesConfig
 from models.recommender.bundle import CATALOG_COLUMNS, CATALOG_TABLE, ITEM_TABLE, known_user_gate, smoke_test
-from models.recommender.versions import VersionStore
+from models.recommender.versions import CHALLENGER, CURRENT, VersionStore, read_manifest
 from models.settings import Settings
 from models.training.steps import RANKER_SECTION, SPEC_FILE, STAGE1_FILE
 
@@ -44,6 +46,28 @@ def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
     folder = save_dataset(dataset, settings.dataset_dir(dataset.name))
     write_live_marker(folder, records)
     return str(folder)
+
+
+def build_inputs(fingerprint: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str,
+                 settings: Settings) -> dict[str, str]:  # fmt: skip
+    """What a version is built from. The work folders are named by their inputs (data, settings, library code), so
+    equal names mean equal artifacts; the online store is named too, as publishing is what fills it."""
+    return {"dataset": fingerprint, "stage1": Path(stage1_dir).name, "features": Path(snapshot_dir).name,
+            "ranker": Path(ranker_dir).name, "online_store": settings.online_store}  # fmt: skip
+
+
+def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, Path] | None:
+    """The namespace's champion, else its challenger, when it was built from exactly ``build`` (a re-run that reused
+    every step), as (role, folder); else None: publishing again would only add a copy of it as a challenger."""
+    store = VersionStore(settings.versions_dir)
+    for role in (CURRENT, CHALLENGER):
+        folder = store.pointed(role)
+        try:
+            if folder is not None and read_manifest(folder).get("build") == build:
+                return ("champion" if role == CURRENT else "challenger"), folder
+        except ArtifactError:
+            continue  # an unreadable version is not this build
+    return None
 
 
 @task
@@ -82,6 +106,7 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("live", read_live_marker(Path(dataset_dir)))
         builder.add_section("release", release)
         builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
+        builder.add_section("build", build_inputs(fingerprint, stage1_dir, snapshot_dir, ranker_dir, settings))
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
         users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
         builder.add_section("explorer", {"example_users": example_users(users)})
@@ -162,12 +187,21 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         stage1_dir = build_serving_stage1(dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
         release = reranker["release"]
-        registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
-        version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
-                                  reranker["report"], release, registration, fingerprint, settings)  # fmt: skip
+        build = build_inputs(fingerprint, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"], settings)
+        if not force and (existing := version_built_from(build, settings)) is not None:
+            role, folder = existing
+            release = {**release, "publish": role == "champion", "unchanged": True,
+                       "reason": f"unchanged: the {role} {folder.name} was built from the same data, stage 1, "
+                                 "features and ranker; nothing published"}  # fmt: skip
+            version = str(folder)
+            print(f"version {folder.name} stays the {role}: {release['reason']}")
+        else:
+            registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
+            version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
+                                      reranker["report"], release, registration, fingerprint, settings)  # fmt: skip
         move_registry_alias(settings)
     bento = None
-    if settings.build_bento and release["publish"]:
+    if settings.build_bento and release["publish"] and not release.get("unchanged"):
         with log.stage("bento"):
             bento = build_bento(version, settings)
     return {
