@@ -72,7 +72,7 @@ def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, 
 
 @task
 def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any],
-                    release: dict[str, Any], registration: dict[str, Any], fingerprint: str,
+                    release: dict[str, Any], registration: dict[str, Any], fingerprint: str, build: dict[str, str],
                     settings: Settings) -> str:  # fmt: skip
     """Assemble the version folder (stage 1, item table and catalogue, ranker), check it (it loads, and known users
     rank the same through the online store as from the offline snapshot), then make it the champion — or the
@@ -106,7 +106,7 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("live", read_live_marker(Path(dataset_dir)))
         builder.add_section("release", release)
         builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
-        builder.add_section("build", build_inputs(fingerprint, stage1_dir, snapshot_dir, ranker_dir, settings))
+        builder.add_section("build", build)
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
         users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
         builder.add_section("explorer", {"example_users": example_users(users)})
@@ -198,7 +198,8 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         else:
             registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
             version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
-                                      reranker["report"], release, registration, fingerprint, settings)  # fmt: skip
+                                      reranker["report"], release, registration, fingerprint, build,
+                                      settings)  # fmt: skip
         move_registry_alias(settings)
     bento = None
     if settings.build_bento and release["publish"] and not release.get("unchanged"):
