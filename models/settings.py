@@ -36,11 +36,13 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="Dask scheduler (tcp://host:8786): embedding and feature tasks run on that cluster."
     )
-    embedding_backend: Literal["auto", "torch", "onnx-int8"] = Field(
+    embedding_backend: Literal["auto", "torch", "onnx-int8", "static"] = Field(
         default="torch",
         description="Text encoder: 'torch' (sentence-transformers), 'onnx-int8' (the same model as an int8 ONNX "
-        "graph on onnxruntime, built once into the cache folder: ~2.4-3x the texts/s; see make bench) or 'auto': "
-        "onnx-int8 when it passes its check on the catalogue's own texts, else torch. Not the default: on the demo "
+        "graph on onnxruntime, built once into the cache folder: ~2.4-3x the texts/s; see make bench), 'auto': "
+        "onnx-int8 when it passes its check on the catalogue's own texts, else torch, or 'static' (the model "
+        "distilled into one vector per token: a table lookup, for catalogues too large to encode with a "
+        "transformer on the machine at hand; other vectors, see README). Not the default: on the demo "
         "catalogue int8 vectors gave the re-ranker 0.96x the NDCG@10 (paired 95 % interval 0.90-1.02x, README).",
     )
     embedding_check_texts: int = Field(

@@ -15,11 +15,12 @@ import numpy as np
 from models.text.model import EMBEDDING_BACKENDS, TextEncoder
 
 AUTO = "auto"
-REFERENCE, FAST = "torch", "onnx-int8"
+REFERENCE, FAST, STATIC = "torch", "onnx-int8", "static"
 
 
 def make_encoder(backend: str = "torch", threads: int | None = None, cache_dir: Path | None = None) -> TextEncoder:
-    """The encoder for a backend name; ``onnx-int8`` builds (once) or loads its model under ``cache_dir``."""
+    """The encoder for a backend name; ``onnx-int8`` and ``static`` build (once) or load their model under
+    ``cache_dir``."""
     if backend == "torch":
         from models.text.torch_encoder import SentenceTransformerEncoder
 
@@ -30,24 +31,32 @@ def make_encoder(backend: str = "torch", threads: int | None = None, cache_dir: 
         if cache_dir is None:
             raise ValueError("the 'onnx-int8' backend needs a cache folder for its built model")
         return OnnxInt8Encoder(cache_dir, threads=threads)
+    if backend == STATIC:
+        from models.text.static_tokens import StaticTokenEncoder
+
+        if cache_dir is None:
+            raise ValueError("the 'static' backend needs a cache folder for its token table")
+        return StaticTokenEncoder(cache_dir)
     if backend == AUTO:
         raise ValueError("'auto' is resolved per catalogue by choose_backend() before an encoder is made")
     raise ValueError(f"unknown embedding backend '{backend}', expected one of {', '.join(EMBEDDING_BACKENDS)}")
 
 
 def bundle_encoder(backend: str, cache_dir: Path, folder: Path) -> None:
-    """Copy a built encoder model (the int8 ONNX graph and its tokenizer) from the cache into ``folder``, which
-    then serves as that encoder's cache: a published version carries the exact model its vectors were made with,
-    and a service (or a bento) loads it instead of building it at start. Nothing to copy for ``torch``."""
-    if backend != FAST:
+    """Copy a built encoder model (the int8 ONNX graph or the static token table, with its tokenizer) from the
+    cache into ``folder``, which then serves as that encoder's cache: a published version carries the exact model
+    its vectors were made with, and a service (or a bento) loads it instead of building it at start. Nothing to
+    copy for ``torch``."""
+    if backend == FAST:
+        from models.text import onnx_int8 as built_model
+    elif backend == STATIC:
+        from models.text import static_tokens as built_model  # type: ignore[no-redef]
+    else:
         return
-    from models.text.onnx_int8 import encoder_folder
-
-    built = encoder_folder(cache_dir)
-    target = encoder_folder(folder)
+    source, target = built_model.encoder_folder(cache_dir), built_model.encoder_folder(folder)
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("model.onnx", "tokenizer.json", "build.json"):
-        shutil.copy2(built / name, target / name)
+    for name in built_model.MODEL_FILES:
+        shutil.copy2(source / name, target / name)
 
 
 @dataclass(frozen=True)

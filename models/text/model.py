@@ -17,7 +17,7 @@ from models.data import columns as C
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
-EMBEDDING_BACKENDS = ("torch", "onnx-int8")
+EMBEDDING_BACKENDS = ("torch", "onnx-int8", "static")
 
 
 def encoder_name(backend: str) -> str:

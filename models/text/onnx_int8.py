@@ -36,6 +36,7 @@ from models.text.model import EMBEDDING_DIM, bundled_model_path, encoder_name, i
 RECIPE = "minilm-l6-v2-smoothquant0.8-int8pc-ffnout012fp32-v1"
 """Changes whenever the build recipe changes: part of the cached model's folder name and of the vectors' cache key."""
 MAX_TOKENS = 256  # the sentence-transformers model's max_seq_length
+MODEL_FILES = ("model.onnx", "tokenizer.json", "build.json")
 SMOOTHQUANT_ALPHA = 0.8
 CALIBRATION_TEXTS = 1500
 FP32_LAYERS = (0, 1, 2)
