@@ -6,12 +6,14 @@ prefect-dask's task runner on a Dask scheduler (a ``LocalCluster`` started here,
 one whose workers share this machine's files). Features: ``flows.features.features_flow`` in full (user and item
 snapshots as two tasks, Feast apply, offline store, MLflow), every snapshot column compared exactly. Embedding:
 ``flows.stage1.embed`` (one task locally, shards of ``--shard-size`` items on the cluster) over the first
-``--embed-items`` items with the PyTorch encoder, whose vectors do not depend on the batch a text lands in (the int8
-encoder quantises activations per batch); the largest absolute difference between the two runs is reported.
-Embedding a million texts twice takes hours on two cores, hence the sample.
+``--embed-items`` items (default all) with ``--backend``: ``static`` (the default, the encoder the bench's 1 M build
+uses) or ``torch``, whose vectors do not depend on the batch a text lands in (the int8 encoder quantises activations
+per batch); the largest absolute difference between the two runs is reported. With ``torch``, embedding a million
+texts twice takes hours on two cores: give it a sample.
 
-``python -m bench.dask_parity --items 1000000 --embed-items 20000 --out DIR`` prints a table and writes
-``DIR/dask_parity.json``.
+``python -m bench.dask_parity --items 1000000 --dataset-dir STATE/data/demo --out DIR`` prints a table and writes
+``DIR/dask_parity.json`` (``--dataset-dir``: an already saved catalogue of that size, e.g. the 1 M bench state's,
+instead of generating it again).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,16 @@ from models.settings import Settings
 
 SNAPSHOTS = ("user_features.parquet", "item_features.parquet")
 VECTOR_TOLERANCE = 1e-6
+ParityBackend = Literal["static", "torch"]
+"""The batch-invariant encoders: a text's vector does not depend on the shard it is encoded in."""
+
+
+def saved_dataset(folder: Path, catalogue: Catalogue) -> Path:
+    """An already saved catalogue (``--dataset-dir``), checked to be of the size asked for."""
+    items = pd.read_parquet(folder / "items.parquet", columns=["item_id"])
+    if len(items) != catalogue.items:
+        raise ValueError(f"{folder} holds {len(items)} items, not the {catalogue.items} asked for")
+    return folder
 
 
 def generate_dataset(catalogue: Catalogue, root: Path) -> Path:
@@ -125,7 +137,8 @@ def compare(local: dict[str, Any], dask: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_parity(items: int, embed_items: int, shard_size: int, out: Path, address: str | None) -> dict[str, Any]:
+def run_parity(items: int, embed_items: int | None, shard_size: int, out: Path, address: str | None,
+               backend: ParityBackend = "static", dataset_dir: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Both legs computed for real: Prefect's task cache is refreshed, not read (the pipeline's steps are cached
     by their inputs, and the two legs differ only in where they run, which is no input — without the refresh the
     second leg would return the first leg's files)."""
@@ -133,20 +146,22 @@ def run_parity(items: int, embed_items: int, shard_size: int, out: Path, address
 
     out.mkdir(parents=True, exist_ok=True)
     with temporary_settings(updates={PREFECT_HOME: out / "prefect", PREFECT_TASKS_REFRESH_CACHE: True}):
-        return _run_parity(items, embed_items, shard_size, out, address)
+        return _run_parity(items, embed_items, shard_size, out, address, backend, dataset_dir)
 
 
-def _run_parity(items: int, embed_items: int, shard_size: int, out: Path, address: str | None) -> dict[str, Any]:
+def _run_parity(items: int, embed_items: int | None, shard_size: int, out: Path, address: str | None,
+                backend: ParityBackend, dataset_dir: Path | None) -> dict[str, Any]:  # fmt: skip
     from flows.runtime import prepare_environment
     from models.data.tables import dataset_fingerprint
 
     catalogue = Catalogue.scaled(items)
-    base = Settings(state_dir=out / "local", embedding_backend="torch", embedding_shard_size=shard_size,
+    base = Settings(state_dir=out / "local", embedding_backend=backend, embedding_shard_size=shard_size,
                     demo_items=catalogue.items, demo_users=catalogue.users,
                     demo_interactions=catalogue.interactions)  # fmt: skip
     prepare_environment(base)
-    dataset_dir = generate_dataset(catalogue, out)
-    sample_dir = items_sample(dataset_dir, embed_items, out)
+    dataset_dir = saved_dataset(dataset_dir, catalogue) if dataset_dir else generate_dataset(catalogue, out)
+    embed_items = min(embed_items or catalogue.items, catalogue.items)
+    sample_dir = items_sample(dataset_dir, embed_items, out) if embed_items < catalogue.items else dataset_dir
     fingerprint = dataset_fingerprint(dataset_dir)
     local = run_steps(dataset_dir, sample_dir, base, fingerprint)
     cluster = None
@@ -166,8 +181,8 @@ def _run_parity(items: int, embed_items: int, shard_size: int, out: Path, addres
             cluster.close()
     if Path(dask["snapshot_dir"]).is_relative_to(out / "local") or Path(dask["vectors"]).is_relative_to(out / "local"):
         raise RuntimeError(f"the Dask leg returned the local leg's files ({dask}): it did not run")
-    result = {"catalogue": asdict(catalogue), "embedded_items": min(embed_items, catalogue.items),
-              "shard_size": shard_size, "scheduler": "LocalCluster (2 in-process workers, 1 thread each)"
+    result = {"catalogue": asdict(catalogue), "embedded_items": embed_items, "backend": backend,
+              "dataset_dir": str(dataset_dir), "shard_size": shard_size, "scheduler": "LocalCluster (2 in-process workers, 1 thread each)"
               if cluster is not None else address, "local": local, "dask": dask, **compare(local, dask)}  # fmt: skip
     (out / "dask_parity.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
@@ -187,7 +202,7 @@ def lines(result: dict[str, Any]) -> list[str]:
                     f"{result['local']['features']['seconds']} s | {result['dask']['features']['seconds']} s | "
                     f"{'equal, every column' if check['equal'] else 'DIFFERENT: ' + check['difference'][:120]} |")  # fmt: skip
     v = result["vectors"]
-    rows.append(f"| embedding, first {result['embedded_items']:,} items (PyTorch; Dask: shards of "
+    rows.append(f"| embedding, first {result['embedded_items']:,} items ({result.get('backend', 'torch')}; Dask: shards of "
                 f"{result['shard_size']:,}) | {result['local']['embedding']['seconds']} s | "
                 f"{result['dask']['embedding']['seconds']} s | max abs difference {v['max_abs_difference']:.2g} "
                 f"({'within' if v['equal_within_tolerance'] else 'OVER'} {v['tolerance']:g}) |")  # fmt: skip
@@ -197,12 +212,25 @@ def lines(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dask_parity", description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000, help="catalogue items (users, interactions scaled)")
-    parser.add_argument("--embed-items", type=int, default=20_000, help="items embedded by both runs")
+    parser.add_argument("--embed-items", type=int, default=None, help="items embedded by both runs (default all)")
+    parser.add_argument(
+        "--backend",
+        default="static",
+        choices=("static", "torch"),
+        help="text encoder of both runs (both batch-invariant)",
+    )
+    parser.add_argument(
+        "--dataset-dir",
+        type=Path,
+        default=None,
+        help="a saved catalogue of --items items to reuse (default: generate one under --out)",
+    )
     parser.add_argument("--shard-size", type=int, default=5_000, help="items per embedding task on the cluster")
     parser.add_argument("--address", default=None, help="a running Dask scheduler (default: a LocalCluster)")
     parser.add_argument("--out", type=Path, default=Settings().state_dir / "bench" / "dask-parity")
     args = parser.parse_args(argv)
-    result = run_parity(args.items, args.embed_items, args.shard_size, args.out.resolve(), args.address)
+    result = run_parity(args.items, args.embed_items, args.shard_size, args.out.resolve(), args.address,
+                        args.backend, args.dataset_dir.resolve() if args.dataset_dir else None)  # fmt: skip
     print("\n".join(lines(result)))
     return 0 if result["same"] else 1
 

@@ -32,7 +32,7 @@ from bench.common import load_reading, log
 from bench.machine import describe_machine
 from bench.pipeline_cost import QUICK_SCALES, SCALES, parse_sizes
 from bench.report import render
-from bench.state import FULL, QUICK, ensure_state
+from bench.state import FULL, QUICK, Catalogue, ensure_state
 from models.settings import Settings
 from serving.state import champion_pointer
 
@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="requests in flight in sections 5 and 6 (default 2: one per core and server worker)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=None, help="seconds measured at that concurrency")
     parser.add_argument("--rebuild-state", action="store_true", help="re-run the pipeline for the bench state")
+    parser.add_argument("--serve-items", type=int, default=None,
+                        help="catalogue size of the bench state sections 5-7 serve (default 100000, --quick 5000; "
+                             "e.g. 1000000 after --pipeline-sizes built it)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -132,6 +135,8 @@ class Bench:
         if self._state is None:
             started = time.perf_counter()
             catalogue = QUICK if self.args.quick else FULL
+            if self.args.serve_items:
+                catalogue = Catalogue.scaled(self.args.serve_items)
             try:
                 rebuild = self.args.rebuild_state and catalogue.name not in self._measured_states
                 self._state = ensure_state(catalogue, root=self.out_dir, rebuild=rebuild)
