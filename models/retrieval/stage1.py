@@ -169,9 +169,12 @@ class Stage1:
         return self.fuse(self.retrieve_all(query, k), k)
 
 
-def _tuned_index(vectors: np.ndarray, queries: np.ndarray, item_ids: np.ndarray, config: Stage1Config) -> VectorIndex:
-    """A FAISS index over ``vectors`` whose search parameter reaches the target recall at the serving K."""
-    index = VectorIndex.build(vectors, item_ids, config.index_factory, seed=config.seed)
+def _tuned_index(
+    vectors: np.ndarray, queries: np.ndarray, item_ids: np.ndarray, config: Stage1Config, lifted: bool = False
+) -> VectorIndex:
+    """A FAISS index over ``vectors`` whose search parameter reaches the target recall at the serving K
+    (``lifted``: iALS's lifted inner-product vectors, see ``indexes.choose_factory``)."""
+    index = VectorIndex.build(vectors, item_ids, config.index_factory, seed=config.seed, lifted=lifted)
     if len(queries):
         index.tune(queries, exact_search(vectors, queries, config.serving_k), config.serving_k,
                    config.ann_target_recall)  # fmt: skip
@@ -201,7 +204,7 @@ def fit_stage1(
     lifted, _ = mips_item_vectors(als.item_factors)
     picks = rng.choice(len(als.user_factors), size=min(tuning_queries, len(als.user_factors)), replace=False)
     queries = np.stack([mips_query(u) for u in als.user_factors[picks]]) if len(picks) else np.empty((0, 0))
-    ials_index = _tuned_index(lifted, queries, item_ids, config)
+    ials_index = _tuned_index(lifted, queries, item_ids, config, lifted=True)
     timings["ials_s"] = time.perf_counter() - started
 
     user_ids = np.array(sorted(interactions[C.USER_ID].unique()), dtype=str)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.files import ArtifactError
+from models.retrieval.als import mips_item_vectors, mips_query
 from models.retrieval.indexes import (
     FLAT_MIN_SPEEDUP,
     VectorIndex,
@@ -39,6 +40,30 @@ def test_factory_by_catalogue_size():
     assert choose_factory(100_000, 384) == "IVF256,SQ8"
     assert choose_factory(1_000_000, 384) == "IVF1024,SQ8"
     assert choose_factory(20_000_000, 384) == "IVF4096,PQ48np"
+
+
+def test_lifted_vectors_get_half_precision_codes_and_more_lists():
+    assert choose_factory(9_000, 80, lifted=True) == "Flat"
+    assert choose_factory(20_000, 80, lifted=True) == "IVF512,SQfp16"
+    assert choose_factory(1_000_000, 80, lifted=True) == "IVF4096,SQfp16"
+    assert choose_factory(20_000_000, 80, lifted=True) == "IVF4096,PQ10np"
+
+
+def test_eight_bit_codes_cannot_rank_lifted_vectors_of_skewed_norms():
+    """The reason for ``lifted``: with iALS-like norms (heavy-tailed), 8-bit codes miss the target recall even
+    when every list is probed; the lifted factory's half-precision codes reach it."""
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(12_000, 32)).astype(np.float32)
+    factors *= (rng.lognormal(0.0, 2.0, size=len(factors)) / np.linalg.norm(factors, axis=1))[:, None]
+    lifted, _ = mips_item_vectors(factors)
+    queries = np.stack([mips_query(user) for user in rng.normal(size=(60, 32))])
+    truth = exact_search(lifted, queries, 50)
+    eight_bit = VectorIndex.build(lifted, ids(len(lifted)), factory="IVF64,SQ8")
+    assert eight_bit.tune(queries, truth, k=50, target=0.95) < 0.95
+    assert eight_bit.params["nprobe"] == 64  # every list probed
+    chosen = VectorIndex.build(lifted, ids(len(lifted)), lifted=True)
+    assert chosen.factory.endswith(",SQfp16")
+    assert chosen.tune(queries, truth, k=50, target=0.95) >= 0.95
 
 
 def test_flat_search_is_exact_and_maps_ids():
