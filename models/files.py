@@ -85,3 +85,21 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def first_build_wins(folder: Path, marker: str) -> Iterator[Path]:
+    """Yield a staging folder beside ``folder``, renamed to it on success: a crash never leaves a half-built
+    folder behind, and when another process renamed its own first (``folder/marker`` exists) this one's build is
+    dropped, not an error (workers building the same cache folder at once)."""
+    staging = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:6]}")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / marker).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

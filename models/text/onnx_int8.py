@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from models.data import columns as C
 from models.data.demo_catalog import generate_demo_catalog
+from models.files import first_build_wins
 from models.text.model import EMBEDDING_DIM, bundled_model_path, encoder_name, item_texts
 
 RECIPE = "minilm-l6-v2-smoothquant0.8-int8pc-ffnout012fp32-v1"
@@ -163,9 +163,7 @@ def build_int8_model(model_dir: Path, out_dir: Path, texts: Sequence[str] | None
     from transformers import AutoModel, AutoTokenizer
 
     started = time.perf_counter()
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}")
-    staging.mkdir(parents=True)
-    try:
+    with first_build_wins(out_dir, "model.onnx") as staging:
         # eager attention: a plain MatMul/Softmax graph that onnxruntime fuses at session load
         bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -197,13 +195,6 @@ def build_int8_model(model_dir: Path, out_dir: Path, texts: Sequence[str] | None
                 indent=2,
             )  # fmt: skip
         )
-        try:
-            staging.rename(out_dir)
-        except OSError:
-            if not (out_dir / "model.onnx").exists():  # not another worker that finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "model.onnx"
 
 

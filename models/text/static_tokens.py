@@ -19,13 +19,13 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
+from models.files import first_build_wins
 from models.text.model import EMBEDDING_DIM, bundled_model_path, encoder_name
 
 RECIPE = "minilm-l6-v2-static-tokens-meanpool-v1"
@@ -52,9 +52,7 @@ def build_token_table(model_dir: Path, out_dir: Path, batch: int = 1024) -> Path
     from transformers import AutoModel, AutoTokenizer
 
     started = time.perf_counter()
-    staging = out_dir.with_name(f"{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}")
-    staging.mkdir(parents=True)
-    try:
+    with first_build_wins(out_dir, "tokens.npy") as staging:
         bert = AutoModel.from_pretrained(str(model_dir)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         vocabulary = len(tokenizer)
@@ -70,13 +68,6 @@ def build_token_table(model_dir: Path, out_dir: Path, batch: int = 1024) -> Path
         shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
         build = {"recipe": RECIPE, "tokens": vocabulary, "build_seconds": round(time.perf_counter() - started, 1)}
         (staging / "build.json").write_text(json.dumps(build, indent=2))
-        try:
-            staging.rename(out_dir)
-        except OSError:
-            if not (out_dir / "tokens.npy").exists():  # not another worker that finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "tokens.npy"
 
 
