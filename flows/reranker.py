@@ -32,6 +32,7 @@ from models.evaluation.offline import evaluation_step
 from models.evaluation.release import release_decision
 from models.features.spec import FeatureSpec
 from models.files import ArtifactError, write_json
+from models.heap import release_free_memory
 from models.live.impressions import impressions_dir, read_impressions
 from models.live.ingest import read_live_log
 from models.live.log import EVENT
@@ -65,6 +66,8 @@ def build_training_set(
         apply_definitions(dataset.name, settings)
         stats = training_step(dataset, np.load(vectors_path), peer_params, settings, out, logged)
         write_json(stats, out / DONE)
+    del dataset, logged
+    release_free_memory()  # the next task (the evaluation) fits stage 1 again in this process
     return str(out)
 
 
@@ -125,7 +128,10 @@ def evaluate_reranker(
 ) -> dict[str, Any]:  # fmt: skip
     """The test evaluation: touched once per configuration (a re-run with the same inputs reuses it)."""
     dataset = load_saved_dataset(Path(dataset_dir))
-    return evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), Path(training_dir), settings)
+    report = evaluation_step(dataset, np.load(vectors_path), Path(ranker_dir), Path(training_dir), settings)
+    del dataset
+    release_free_memory()
+    return report
 
 
 def headline_metrics(report: dict[str, Any]) -> dict[str, float]:

@@ -21,6 +21,12 @@ class DecayedPopularity:
     computed incrementally in time order and cached, so evaluating many users costs one pass over the log.
     """
 
+    CHECKPOINT_DAYS = 7
+    """Scores are kept for every ``CHECKPOINT_DAYS``-th day only (each from the previous checkpoint); any other day
+    is computed from the checkpoint before it and not kept, so memory is one catalogue array per checkpoint
+    (≈ 52 for a year) instead of one per distinct query day, and a day's scores no longer depend on which days were
+    queried before it."""
+
     def __init__(self, interactions: pd.DataFrame, item_ids: Sequence[str], half_life_days: float):
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.half_life_days = half_life_days
@@ -32,21 +38,45 @@ class DecayedPopularity:
         self._days = days[keep][order]
         self._rows = rows[keep][order]
         self._weights = np.ones(len(self._days))
-        self._cache: dict[int, np.ndarray] = {}
+        self._checkpoints: dict[int, np.ndarray] = {}
+        self._last: tuple[int, np.ndarray] | None = None
+        """The latest day asked for that is not a checkpoint (consecutive users often share a day)."""
 
-    def scores_on_day(self, day: int) -> np.ndarray:
-        if day in self._cache:
-            return self._cache[day]
-        earlier = [d for d in self._cache if d < day]
-        start_day = max(earlier) if earlier else None
-        base = self._cache[start_day] if start_day is not None else np.zeros(len(self.item_ids))
+    def _advance(self, base: np.ndarray | None, start_day: int | None, day: int) -> np.ndarray:
+        """Scores on ``day`` from those on ``start_day`` (None: from nothing) plus the events in between."""
         lo = np.searchsorted(self._days, start_day) if start_day is not None else 0
         hi = np.searchsorted(self._days, day)
         decay = np.power(0.5, 1.0 / self.half_life_days)
-        fresh = np.zeros(len(self.item_ids))
-        np.add.at(fresh, self._rows[lo:hi], self._weights[lo:hi] * decay ** (day - self._days[lo:hi]))
-        scores = base * (decay ** (day - start_day) if start_day is not None else 0.0) + fresh
-        self._cache[day] = scores
+        weights = self._weights[lo:hi] * decay ** (day - self._days[lo:hi])
+        fresh = np.bincount(self._rows[lo:hi], weights, minlength=len(self.item_ids))
+        if base is None:
+            return fresh
+        return base * decay ** (day - start_day) + fresh
+
+    def _checkpoint(self, day: int) -> tuple[int | None, np.ndarray | None]:
+        """The latest checkpoint day at or before ``day`` and its scores (None before the first event's day)."""
+        step = self.CHECKPOINT_DAYS
+        first = int(self._days[0]) // step * step if len(self._days) else day
+        target = day // step * step
+        if target < first:
+            return None, None
+        if target not in self._checkpoints:
+            done = [d for d in self._checkpoints if d < target]
+            start = max(done) if done else None
+            for point in range(start + step if start is not None else first, target + 1, step):
+                previous = self._checkpoints.get(point - step)
+                self._checkpoints[point] = self._advance(previous, point - step if previous is not None else None,
+                                                         point)  # fmt: skip
+        return target, self._checkpoints[target]
+
+    def scores_on_day(self, day: int) -> np.ndarray:
+        start_day, base = self._checkpoint(day)
+        if start_day == day and base is not None:
+            return base
+        if self._last is not None and self._last[0] == day:
+            return self._last[1]
+        scores = self._advance(base, start_day, day)
+        self._last = (day, scores)
         return scores
 
     def scores_at(self, as_of: float) -> np.ndarray:

@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from models.data import columns as C
+from models.heap import release_free_memory
 
 
 def strongest_per_row(table: sp.spmatrix, neighbours: int) -> sp.csr_matrix:
@@ -28,9 +29,12 @@ def transition_table(
 ) -> sp.csr_matrix:
     """T[a, b] = Σ over users of 1/d for each time b followed a at distance d ≤ ``window`` in the user's history."""
     row_of = pd.Index(item_ids)
-    ordered = interactions.sort_values([C.USER_ID, C.TIMESTAMP], kind="stable")
-    users = ordered[C.USER_ID].to_numpy()
-    items = row_of.get_indexer(ordered[C.ITEM_ID])
+    # only the three columns sorted (not a copy of the whole log), users as codes, rows as int32: at 15 M events
+    # the table's inputs take a third of the memory
+    ordered = interactions[[C.USER_ID, C.TIMESTAMP, C.ITEM_ID]].sort_values([C.USER_ID, C.TIMESTAMP], kind="stable")
+    users = pd.factorize(ordered[C.USER_ID])[0]
+    items = row_of.get_indexer(ordered[C.ITEM_ID]).astype(np.int32)
+    del ordered
     sources, targets, weights = [], [], []
     for distance in range(1, window + 1):
         same = (users[distance:] == users[:-distance]) & (items[distance:] >= 0) & (items[:-distance] >= 0)
@@ -42,7 +46,9 @@ def transition_table(
     table.sum_duplicates()
     table.setdiag(0)
     table.eliminate_zeros()
-    return strongest_per_row(table, neighbours)
+    table = strongest_per_row(table, neighbours)
+    release_free_memory()
+    return table
 
 
 def cooccurrence_table(matrix: sp.csr_matrix, neighbours: int, block: int = 4096) -> sp.csr_matrix:
@@ -56,4 +62,7 @@ def cooccurrence_table(matrix: sp.csr_matrix, neighbours: int, block: int = 4096
         part = sp.coo_matrix((part.data[off_diagonal], (part.row[off_diagonal], part.col[off_diagonal])), part.shape)
         parts.append(strongest_per_row(part, neighbours))
     n = matrix.shape[1]
-    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
+    table = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
+    del parts
+    release_free_memory()  # the pruned blocks were heap-sized: without a trim their pages stay resident
+    return table

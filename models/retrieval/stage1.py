@@ -24,6 +24,7 @@ from models.data import columns as C
 from models.data.clock import DAY_SECONDS, data_now, unix_seconds
 from models.data.contract import Dataset
 from models.files import ArtifactError
+from models.heap import release_free_memory
 from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_dim, mips_item_vectors, mips_query
 from models.retrieval.fusion import Candidates, fuse
 from models.retrieval.indexes import VectorIndex, exact_search, faster_of_ivf_and_exact
@@ -243,6 +244,8 @@ def fit_stage1(
         FreshSource(item_ids, created, long, config.fresh_window_days),
     ]
     assert tuple(s.name for s in sources) == STAGE1_SOURCES
+    del matrix
+    release_free_memory()
     return Stage1(sources, config, created, item_ids, als, timings, exact)
 
 
