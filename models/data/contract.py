@@ -202,14 +202,25 @@ def _parse_timestamps(raw: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = pd.to_datetime(raw, utc=True)
     elif pd.api.types.is_numeric_dtype(raw):
-        parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
+        parsed = _from_unix_seconds(raw)
     else:
         as_text = raw.astype("string")
         numeric = pd.to_numeric(as_text, errors="coerce")
         parsed = pd.to_datetime(as_text, utc=True, errors="coerce", format="mixed")
-        from_seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
-        parsed = parsed.where(numeric.isna(), from_seconds)
+        parsed = parsed.where(numeric.isna(), _from_unix_seconds(numeric))
     return parsed.astype("datetime64[ns, UTC]").dt.floor("us")
+
+
+def _from_unix_seconds(numbers: pd.Series) -> pd.Series:
+    """Unix seconds → UTC timestamps; missing or out-of-range → NaT. Only present numbers reach ``to_datetime``:
+    pandas 2.3 rounds the fraction of float seconds in an array it leaves uninitialised at missing values, and
+    whatever memory sits there can overflow (a flaky ``FloatingPointError`` seen on CI)."""
+    converted = pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]")
+    present = numbers.notna().to_numpy()
+    if present.any():
+        values = numbers[present].astype("float64")
+        converted[present] = pd.to_datetime(values, unit="s", utc=True, errors="coerce")
+    return converted
 
 
 def _extras(frame: pd.DataFrame, known: Iterable[str]) -> list[str]:
