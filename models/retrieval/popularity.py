@@ -49,7 +49,7 @@ class DecayedPopularity:
         decay = np.power(0.5, 1.0 / self.half_life_days)
         weights = self._weights[lo:hi] * decay ** (day - self._days[lo:hi])
         fresh = np.bincount(self._rows[lo:hi], weights, minlength=len(self.item_ids))
-        if base is None:
+        if base is None or start_day is None:
             return fresh
         return base * decay ** (day - start_day) + fresh
 
