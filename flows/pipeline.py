@@ -21,7 +21,7 @@ from flows.features import SNAPSHOT_FILE, features_flow, materialize_snapshot
 from flows.memory import StageLog
 from flows.registry import sync_champion_alias
 from flows.reranker import reranker_flow
-from flows.runtime import task_runner
+from flows.runtime import run_step, task_runner
 from flows.stage1 import SECTION_FILE, build_serving_stage1, fingerprint_dataset, stage1_flow
 from models.data import columns as C
 from models.data.datasets import load_dataset
@@ -169,7 +169,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
     code_version()  # the code this run measures, as it is now
     log = StageLog()
     with log.stage("data"):
-        dataset_dir = prepare_dataset(kind, data_dir, settings)
+        dataset_dir = run_step(prepare_dataset, kind, data_dir, settings)
         fingerprint = fingerprint_dataset(dataset_dir)
     settings = settings.for_dataset(Path(dataset_dir).name)  # the namespace this run publishes to
     with log.stage("stage1"):
@@ -184,7 +184,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         # the served indexes reach the recall target at the K the re-ranker was chosen for, not at the largest K
         # the sweep compared (a smaller K can need fewer IVF lists probed for the same recall)
         config["serving_k"] = int(reranker["report"]["k_candidates"])
-        stage1_dir = build_serving_stage1(dataset_dir, fingerprint, stage1["vectors"], config, settings)
+        stage1_dir = run_step(build_serving_stage1, dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
         release = reranker["release"]
         build = build_inputs(fingerprint, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"], settings)
@@ -197,9 +197,9 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
             print(f"version {folder.name} stays the {role}: {release['reason']}")
         else:
             registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
-            version = publish_version(dataset_dir, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"],
-                                      reranker["report"], release, registration, fingerprint, build,
-                                      settings)  # fmt: skip
+            version = run_step(publish_version, dataset_dir, stage1_dir, features["snapshot_dir"],
+                               reranker["ranker_dir"], reranker["report"], release, registration, fingerprint, build,
+                               settings)  # fmt: skip
         move_registry_alias(settings)
     bento = None
     if settings.build_bento and release["publish"] and not release.get("unchanged"):

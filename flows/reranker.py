@@ -18,6 +18,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, code_version, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
+from flows.runtime import run_step
 from flows.tracking import (
     configure_mlflow,
     figure_bar,
@@ -242,9 +243,10 @@ def reranker_flow(
     """Build the training set on the validation cut, cross-validate K and train, evaluate once on test against the
     tuned peers, compare with the champion on validation, log and register."""
     config = settings_key(settings)
-    training_dir = build_training_set(dataset_dir, fingerprint, vectors_path, tuning["params"], config, settings)
-    ranker_dir = train_reranker(training_dir, config, settings)
-    report = evaluate_reranker(dataset_dir, vectors_path, ranker_dir, training_dir, config, settings)
+    training_dir = run_step(build_training_set, dataset_dir, fingerprint, vectors_path, tuning["params"], config,
+                            settings)  # fmt: skip
+    ranker_dir = run_step(train_reranker, training_dir, config, settings)
+    report = run_step(evaluate_reranker, dataset_dir, vectors_path, ranker_dir, training_dir, config, settings)
     report["tuning"] = {k: tuning[k] for k in ("params", "validation_ndcg@10", "trials", "seconds")}
     report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")}
                                for name, by_k in report["stage1_recall_all_k"].items()}  # fmt: skip

@@ -15,6 +15,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, IO_RETRIES, code_fingerprint, settings_key, slug, work_dir, work_key
+from flows.runtime import run_step
 from flows.tracking import configure_mlflow, log_dataset
 from models.data import columns as C
 from models.data.tables import dataset_fingerprint, load_saved_dataset
@@ -89,7 +90,7 @@ def join_embedding_shards(dataset_dir: str, shard_paths: list[str], backend: str
 def embed(dataset_dir: str, fingerprint: str, settings: Settings) -> str:
     """All items' text vectors: one task locally; shards mapped over the Dask cluster when one is configured."""
     if not settings.dask_address:
-        return embed_items(dataset_dir, fingerprint, settings.embedding_backend, settings)
+        return run_step(embed_items, dataset_dir, fingerprint, settings.embedding_backend, settings)
     count = len(pd.read_parquet(Path(dataset_dir) / "items.parquet", columns=[C.ITEM_ID]))
     size = max(1, settings.embedding_shard_size)
     starts = list(range(0, count, size))
@@ -164,7 +165,7 @@ def stage1_flow(dataset_dir: str, settings: Settings) -> dict[str, Any]:
     encoder = resolve_encoder(dataset_dir, fingerprint, settings)
     settings = settings.model_copy(update={"embedding_backend": encoder["backend"]})
     vectors = embed(dataset_dir, fingerprint, settings)
-    tuning = tune_peers(dataset_dir, fingerprint, settings_key(settings), settings)
+    tuning = run_step(tune_peers, dataset_dir, fingerprint, settings_key(settings), settings)
     run_id = log_tuning_run(tuning, dataset_dir, fingerprint, settings)
     create_table_artifact(tuning_table(tuning), key=f"tuning-{slug(dataset)}",
                           description=f"Peers tuned on the validation cut of {dataset}")  # fmt: skip

@@ -89,8 +89,11 @@ def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
     """The whole pipeline run once on the small demo catalog, in its own state folder: (settings, summary).
 
     RECSYS_TEST_PUBLISHED_STATE=<folder> keeps that state between sessions (a developer's shortcut while iterating on
-    serving code: the pipeline runs only when the folder has no summary yet); CI never sets it."""
+    serving code: the pipeline runs only when the folder has no summary yet); CI never sets it. Each heavy step runs
+    in a process of its own (RECSYS_TASK_PROCESSES, the 1 M build's path); the other pipeline tests take the default,
+    one process."""
     from flows.pipeline import pipeline_flow
+    from flows.runtime import TASK_PROCESSES_VARIABLE
 
     kept = os.environ.get("RECSYS_TEST_PUBLISHED_STATE")
     state = Path(kept) if kept else tmp_path_factory.mktemp("published-state")
@@ -102,7 +105,15 @@ def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
             return small_settings(state).for_dataset("demo"), summary
         shutil.rmtree(state)  # built by other library, feature or flow code: build it again
     settings = small_settings(state)
-    summary = {**pipeline_flow("demo", None, settings), "pipeline_code": code}
+    before = os.environ.get(TASK_PROCESSES_VARIABLE)
+    os.environ[TASK_PROCESSES_VARIABLE] = "true"
+    try:
+        summary = {**pipeline_flow("demo", None, settings), "pipeline_code": code}
+    finally:
+        if before is None:
+            os.environ.pop(TASK_PROCESSES_VARIABLE)
+        else:
+            os.environ[TASK_PROCESSES_VARIABLE] = before
     summary_file.write_text(json.dumps(summary, default=str))
     return settings.for_dataset("demo"), summary
 
