@@ -14,6 +14,7 @@ from prefect.artifacts import create_table_artifact
 
 from feature_repo.definitions import build_definitions
 from flows.common import CACHED, IO_RETRIES, code_fingerprint, slug, work_dir, work_key
+from flows.runtime import step_processes_share_this_api
 from flows.tracking import configure_mlflow, log_dataset
 from models.data.tables import load_saved_dataset
 from models.features.snapshots import serving_snapshots
@@ -116,9 +117,10 @@ def features_flow(dataset_dir: str, fingerprint: str, settings: Settings) -> dic
     """Compute the serving snapshot of every user and item and register it with Feast (the online store is loaded
     at publishing, after the new version passed its gate)."""
     dataset = Path(dataset_dir).name
-    parts = [compute_serving_snapshots.submit(dataset_dir, fingerprint, code_fingerprint(), entity, settings)
-             for entity in ("user", "item")]  # fmt: skip
-    snapshot_dir = [part.result() for part in parts][0]
+    with step_processes_share_this_api():  # the task runner may start processes (RECSYS_TASK_PROCESSES)
+        parts = [compute_serving_snapshots.submit(dataset_dir, fingerprint, code_fingerprint(), entity, settings)
+                 for entity in ("user", "item")]  # fmt: skip
+        snapshot_dir = [part.result() for part in parts][0]
     apply_feature_repo(dataset, settings)
     counts = write_offline_store(snapshot_dir, dataset, settings)
     freshness = snapshot_freshness(snapshot_dir, settings)

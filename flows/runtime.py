@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from models.settings import Settings
@@ -69,5 +71,28 @@ def run_step(step: Task[..., R], *args: Any, **kwargs: Any) -> R:
     from prefect.task_runners import ProcessPoolTaskRunner
 
     parameters = dict(inspect.signature(step.fn).bind(*args, **kwargs).arguments)
-    with ProcessPoolTaskRunner(max_workers=1) as runner:
+    with step_processes_share_this_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
         return runner.submit(step, parameters).result()
+
+
+@contextmanager
+def step_processes_share_this_api() -> Iterator[None]:
+    """Processes started inside reach this process's Prefect API. With Prefect's temporary server (no
+    PREFECT_API_URL) each step process would otherwise start a server of its own: seconds per step, and several
+    servers writing one SQLite database."""
+    if not task_processes() or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    server = SubprocessASGIServer()  # the temporary server this process runs, started if it is not yet
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url  # inherited by the processes started in the block
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
