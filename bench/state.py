@@ -73,7 +73,8 @@ CHEAP_SETTINGS = {
 """Cheap pipeline settings: the bench needs a served version of the right size, not a thorough evaluation. The
 static token-table encoder embeds 1 M item texts in about a minute; the int8 transformer took 650 s for 100 k, so
 ≈ 1 h 45 min for 1 M on two cores, past the 1 M build's hour before any other step. Each heavy step runs in a
-process of its own (``flows.runtime.run_step``): one process carrying the whole 1 M build reached 21 GB."""
+process of its own (``flows.runtime.run_step``), so each stage's peak is that step's own, not heap an earlier step
+left in one long-lived process."""
 
 
 def bench_root(settings: Settings | None = None) -> Path:
