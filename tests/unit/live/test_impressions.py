@@ -92,3 +92,19 @@ def test_written_files_carry_the_schema(tmp_path: Path):
     schema = pq.read_schema(path)
     assert schema.field("features").type == pa.list_(pa.float32())
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_lists_of_any_length_keep_their_rows_and_an_anonymous_user_is_null(tmp_path: Path):
+    log = ImpressionLog(tmp_path, ["f1"])
+    log.record(ShownList("search", DAY_ONE, None, "v1", "search", np.array(["x", "y", "z"]), np.array([3.0, 2.0, 1.0]),
+                         [(), ("semantic",), ()], None, latency_ms=4.5))  # fmt: skip
+    log.record(shown("r1", DAY_ONE, np.array([[7.0], [8.0]], np.float32)))
+    log.flush()
+    frame, _ = read_impressions(tmp_path)
+    search = frame[frame.request_id == "search"].sort_values("rank")
+    assert search.item_id.tolist() == ["x", "y", "z"] and search["rank"].tolist() == [0, 1, 2]
+    assert search.user_id.isna().all() and search.latency_ms.tolist() == [4.5] * 3
+    assert [list(s) for s in search.sources] == [[], ["semantic"], []]
+    listed = frame[frame.request_id == "r1"].sort_values("rank")
+    assert listed["rank"].tolist() == [0, 1] and [f.tolist() for f in listed.features] == [[7.0], [8.0]]
+    assert listed.score.tolist() == [0.9, 0.1] and (listed.user_id == "u1").all()
