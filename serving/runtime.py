@@ -5,6 +5,7 @@ so it can be tested without a server.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -178,6 +179,16 @@ def catch_up(live: LiveOverlay, event_log: LiveLog, titles: Titles | None = None
     return applied
 
 
+def freeze_heap() -> None:
+    """Collect, then move every object alive now (a loaded version: ~380 k objects at 1 M items) out of the
+    cyclic garbage collector's reach. A full collection then scans only what requests allocate, instead of pausing
+    the worker for ~150 ms (measured at 1 M items) whenever one falls due. Earlier frozen objects are unfrozen
+    first, so a replaced version is collected, not kept."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 @dataclass
 class Runtime:
     """Holds the namespace's champion (and challenger) and swaps in a new one only after it loaded and passed its
@@ -263,6 +274,8 @@ class Runtime:
                     self.last_reload_error = None
                     if previous is not None:
                         previous.impressions.flush()
+                    del previous
+                    freeze_heap()
                     self.metrics.version_loaded(CHAMPION, self.loaded.version)
                     log.info("serving version %s", self.loaded.version)
                 except Exception as error:  # a bad version must never take the service down
