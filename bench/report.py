@@ -124,6 +124,8 @@ def _setup(state: dict[str, Any] | None) -> list[str]:
         if state.get("reused")
         else "built in this run"
     ) + _code_of(state.get("measured_with"))
+    if state.get("built_by_other_code"):
+        how += f"; served by this commit's code, not the code that built it (--any-state-code: {state['built_by_other_code']})"
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("pipeline_stage_seconds", {}).items())
     lines = [
         "## Bench state (the served catalogue)",

@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="requests in flight in sections 5 and 6 (default 2: one per core and server worker)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=None, help="seconds measured at that concurrency")
     parser.add_argument("--rebuild-state", action="store_true", help="re-run the pipeline for the bench state")
+    parser.add_argument("--any-state-code", action="store_true",
+                        help="serve a bench state built by other library code instead of rebuilding it (the report "
+                             "names the code that built it): for serving-code changes")  # fmt: skip
     parser.add_argument("--serve-items", type=int, default=None,
                         help="catalogue size of the bench state sections 5-7 serve (default 100000, --quick 5000; "
                              "e.g. 1000000 after --pipeline-sizes built it)")  # fmt: skip
@@ -139,7 +142,8 @@ class Bench:
                 catalogue = Catalogue.scaled(self.args.serve_items)
             try:
                 rebuild = self.args.rebuild_state and catalogue.name not in self._measured_states
-                self._state = ensure_state(catalogue, root=self.out_dir, rebuild=rebuild)
+                self._state = ensure_state(catalogue, root=self.out_dir, rebuild=rebuild,
+                                           any_code=self.args.any_state_code)  # fmt: skip
             finally:
                 self.results["durations"]["bench_state"] = {
                     "seconds": round(time.perf_counter() - started, 1),

@@ -136,11 +136,15 @@ def why_not_reusable(
     return None if built == code else f"built by other code ({built}, now {code})"
 
 
-def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool = False) -> tuple[Path, dict[str, Any]]:
+def ensure_state(
+    catalogue: Catalogue, root: Path | None = None, rebuild: bool = False, any_code: bool = False
+) -> tuple[Path, dict[str, Any]]:
     """The state folder for ``catalogue`` with a published version; runs the pipeline if needed.
 
     A state is reused only when its pipeline ran with the same sizes, settings and library code (the code
     fingerprint of its evaluation report): figures from older code would otherwise pass as this code's.
+    With ``any_code`` a state built by other library code is reused too (to measure serving-code changes
+    without a rebuild); the description then says which code built it (``built_by_other_code``).
     Returns the folder and a description: whether it was reused, the code it measured, and the pipeline's wall
     time when it ran.
     """
@@ -151,10 +155,14 @@ def ensure_state(catalogue: Catalogue, root: Path | None = None, rebuild: bool =
     current = state_dir / "versions" / "demo" / "current"  # the bench catalogues are demo datasets
     built_with = measured_with(state_dir)
     if not rebuild and current.exists():
-        if (stale := why_not_reusable(marker, catalogue, built_with)) is None:
+        stale = why_not_reusable(marker, catalogue, built_with)
+        other_code = stale is not None and any_code and stale.startswith("built by other code")
+        if stale is None or other_code:
             assert marker is not None
-            log(f"reusing {state_dir} (pipeline took {marker['pipeline_seconds']:.0f} s on {marker['finished_at']})")
-            return state_dir, {**marker, "reused": True, "state_dir": str(state_dir), "measured_with": built_with}
+            log(f"reusing {state_dir} (pipeline took {marker['pipeline_seconds']:.0f} s on {marker['finished_at']})"
+                + (f"; {stale}" if other_code else ""))  # fmt: skip
+            return state_dir, {**marker, "reused": True, "state_dir": str(state_dir), "measured_with": built_with,
+                               "built_by_other_code": stale if other_code else None}  # fmt: skip
         log(f"not reusing {state_dir}: {stale}")
 
     resumed = state_dir.exists()
