@@ -33,6 +33,21 @@ def test_ease_is_its_closed_form():
     np.testing.assert_allclose(scores[0], MATRIX[:1].toarray()[0] @ expected, atol=1e-5)
 
 
+
+def test_ease_weights_are_row_ordered_and_exact_beyond_one_block():
+    """More items than the mirroring's 1 024-row block; B is used row by row (scoring, tables), so it must come
+    back in C order — a column-ordered B was copied in full by every batch of scored users."""
+    rng = np.random.default_rng(3)
+    matrix = sp.csr_matrix((rng.random((400, 1100)) < 0.02).astype(np.float32))
+    model = fit_item_item("ease", matrix, {"l2": 5.0}, max_items=2000)
+    assert model.weights.flags["C_CONTIGUOUS"]
+    active = model.active
+    gram = (matrix[:, active].T @ matrix[:, active]).toarray().astype(np.float64) + 5.0 * np.eye(len(active))
+    inverse = np.linalg.inv(gram)
+    expected = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights, expected, atol=1e-4)
+
 def test_item_knn_is_shrunk_cosine_with_k_neighbours():
     model = fit_item_item("item_knn", MATRIX, {"shrink": 1.0, "neighbours": 0}, max_items=10)
     dense = MATRIX.toarray()
