@@ -105,15 +105,9 @@ def published(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -
             return small_settings(state).for_dataset("demo"), summary
         shutil.rmtree(state)  # built by other library, feature or flow code: build it again
     settings = small_settings(state)
-    before = os.environ.get(TASK_PROCESSES_VARIABLE)
-    os.environ[TASK_PROCESSES_VARIABLE] = "true"
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TASK_PROCESSES_VARIABLE, "true")
         summary = {**pipeline_flow("demo", None, settings), "pipeline_code": code}
-    finally:
-        if before is None:
-            os.environ.pop(TASK_PROCESSES_VARIABLE)
-        else:
-            os.environ[TASK_PROCESSES_VARIABLE] = before
     summary_file.write_text(json.dumps(summary, default=str))
     return settings.for_dataset("demo"), summary
 
