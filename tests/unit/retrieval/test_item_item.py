@@ -33,7 +33,6 @@ def test_ease_is_its_closed_form():
     np.testing.assert_allclose(scores[0], MATRIX[:1].toarray()[0] @ expected, atol=1e-5)
 
 
-
 def test_ease_weights_are_row_ordered_and_exact_beyond_one_block():
     """More items than the mirroring's 1 024-row block; B is used row by row (scoring, tables), so it must come
     back in C order — a column-ordered B was copied in full by every batch of scored users."""
@@ -47,6 +46,7 @@ def test_ease_weights_are_row_ordered_and_exact_beyond_one_block():
     expected = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(expected, 0.0)
     np.testing.assert_allclose(model.weights, expected, atol=1e-4)
+
 
 def test_item_knn_is_shrunk_cosine_with_k_neighbours():
     model = fit_item_item("item_knn", MATRIX, {"shrink": 1.0, "neighbours": 0}, max_items=10)
