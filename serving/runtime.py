@@ -268,6 +268,7 @@ class Runtime:
             except ArtifactError as error:
                 self.last_reload_error = str(error)
                 return self.status()
+            loaded_ids = (id(self.loaded), id(self.challenger))  # ids, not references: a replaced one must go
             if self.loaded is None or target != self.loaded.path:
                 try:
                     previous, self.loaded = self.loaded, self._load(target, CHAMPION)
@@ -275,13 +276,14 @@ class Runtime:
                     if previous is not None:
                         previous.impressions.flush()
                     del previous
-                    freeze_heap()
                     self.metrics.version_loaded(CHAMPION, self.loaded.version)
                     log.info("serving version %s", self.loaded.version)
                 except Exception as error:  # a bad version must never take the service down
                     self.last_reload_error = f"refused {target.name}: {error}"
                     log.error("refused version %s: %s", target.name, error)
             self._reload_challenger()
+            if (id(self.loaded), id(self.challenger)) != loaded_ids:
+                freeze_heap()  # champion or challenger changed: freeze what is loaded now, release what was replaced
             return self.status()
 
     def _load(self, path: Path, role: str) -> Loaded:
