@@ -222,13 +222,11 @@ class ItemItemSource:
         return drop_excluded(self.name, found[top], scores[top].astype(np.float32), query.exclude_rows, k)
 
     def save(self, folder: Path) -> dict[str, Any]:
-        return {**save_table(self.table, folder, self.name), "history": self.history, "decay": self.decay}
+        return self.entry(save_table(self.table, folder, self.name)["files"])
 
-    @classmethod
-    def load(
-        cls, name: str, folder: Path, entry: Mapping[str, Any], n_items: int, mapped: bool = True
-    ) -> ItemItemSource:  # fmt: skip
-        return cls(name, load_table(folder, entry, n_items, mapped), int(entry["history"]), float(entry["decay"]))
+    def entry(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """The manifest entry of this source over the table in ``files`` (written by this source or another)."""
+        return {"files": dict(files), "nnz": int(self.table.nnz), "history": self.history, "decay": self.decay}
 
 
 TABLE_PARTS = ("data", "indices", "indptr")

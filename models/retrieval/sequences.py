@@ -55,14 +55,40 @@ def cooccurrence_table(matrix: sp.csr_matrix, neighbours: int, block: int = 4096
     """C[a, b] = how many users interacted with both a and b (``matrix``: binary users × catalogue), computed in
     blocks of items so memory stays bounded by the pruned table."""
     by_item = matrix.T.tocsr().astype(np.float32)
-    parts = []
-    for start in range(0, by_item.shape[0], block):
-        part = (by_item[start : start + block] @ matrix).tocoo()
-        off_diagonal = part.col != part.row + start
-        part = sp.coo_matrix((part.data[off_diagonal], (part.row[off_diagonal], part.col[off_diagonal])), part.shape)
-        parts.append(strongest_per_row(part, neighbours))
+    parts = [strongest_per_row(_off_diagonal(by_item[start : start + block] @ matrix, start), neighbours)
+             for start in range(0, by_item.shape[0], block)]  # fmt: skip
+    del by_item
     n = matrix.shape[1]
-    table = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
-    del parts
+    table = stack_row_blocks(parts, n) if parts else sp.csr_matrix((n, n), dtype=np.float32)
     release_free_memory()  # the pruned blocks were heap-sized: without a trim their pages stay resident
     return table
+
+
+def _off_diagonal(product: sp.spmatrix, first_row: int) -> sp.coo_matrix:
+    """``product``'s entries except an item's with itself (``product``: the rows of items from ``first_row``)."""
+    coo = product.tocoo()
+    keep = coo.col != coo.row + first_row
+    return sp.coo_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), coo.shape)
+
+
+def stack_row_blocks(blocks: list[sp.csr_matrix], n_columns: int, trim_every: int = 256 * 2**20) -> sp.csr_matrix:
+    """The CSR blocks one under another, each freed once copied (``blocks`` is emptied) and the freed heap handed
+    back every ``trim_every`` bytes. scipy's ``vstack`` held every block and the result together, twice the table:
+    at 1 M items the co-occurrence table is 3.5 GB and its build peaked 7.4 GB above its start."""
+    nnz = sum(block.nnz for block in blocks)
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=np.int32 if n_columns < 2**31 else np.int64)
+    indptr = np.zeros(sum(block.shape[0] for block in blocks) + 1, dtype=np.int64)
+    row = filled = untrimmed = 0
+    while blocks:
+        block = blocks.pop(0)
+        data[filled : filled + block.nnz] = block.data
+        indices[filled : filled + block.nnz] = block.indices
+        indptr[row + 1 : row + 1 + block.shape[0]] = block.indptr[1:] + filled
+        row, filled = row + block.shape[0], filled + block.nnz
+        untrimmed += block.data.nbytes + block.indices.nbytes
+        del block
+        if untrimmed >= trim_every:  # the blocks were heap-sized: freed, their pages stay resident until trimmed
+            release_free_memory()
+            untrimmed = 0
+    return sp.csr_matrix((data, indices, indptr), shape=(row, n_columns), copy=False)

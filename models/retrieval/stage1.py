@@ -10,6 +10,7 @@ hyperparameters are the peers' tuned values; their fusion weights are chosen on 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -28,7 +29,7 @@ from models.heap import release_free_memory
 from models.retrieval.als import AlsParams, CollaborativeModel, fit_als, mips_dim, mips_item_vectors, mips_query
 from models.retrieval.fusion import Candidates, fuse
 from models.retrieval.indexes import VectorIndex, exact_search, faster_of_ivf_and_exact
-from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item
+from models.retrieval.item_item import ItemItemModel, ItemItemSource, fit_item_item, load_table
 from models.retrieval.lookup import RowLookup
 from models.retrieval.matrices import interaction_matrix
 from models.retrieval.popularity import DecayedPopularity, PopularitySnapshot
@@ -276,11 +277,13 @@ def save_stage1(
     np.save(folder / "item_ids.npy", items[C.ITEM_ID].to_numpy().astype(str), allow_pickle=False)
     np.save(folder / "created_at.npy", stage1.created, allow_pickle=False)
     np.save(folder / "text_vectors.npy", semantic.item_vectors, allow_pickle=False)
-    tables = {}
-    for name in ITEM_ITEM_SOURCES:
+    tables: dict[str, dict[str, Any]] = {}
+    written: dict[int, str] = {}  # a table two sources walk (ease and ease_recent, the two co-occurrence sources)
+    for name in ITEM_ITEM_SOURCES:  # is written once: at 1 M items the co-occurrence table is 3.7 GB
         source = stage1.source(name)
         assert isinstance(source, ItemItemSource)
-        tables[name] = source.save(folder)
+        first = written.setdefault(id(source.table), name)
+        tables[name] = source.save(folder) if first == name else source.entry(tables[first]["files"])
     popularity = {}
     for name in ("popular_short", "popular_long"):
         source = stage1.source(name)
@@ -321,8 +324,7 @@ def load_stage1(
     }
     created = np.load(folder / "created_at.npy", allow_pickle=False)
     config = Stage1Config.from_json(section["config"])
-    tables = {name: ItemItemSource.load(name, folder, entry, n_items, mapped)
-              for name, entry in section["tables"].items()}  # fmt: skip
+    tables = load_item_item_sources(folder, section["tables"], n_items, mapped)
     sources: list[CandidateSource] = [
         tables["ease"], tables["rp3beta"], tables["item_knn"], CollaborativeSource(ials_index, als),
         tables["ease_recent"], tables["sequence"], tables["cooc_last"], tables["cooc_recent"],
@@ -334,6 +336,20 @@ def load_stage1(
     if tuple(s.name for s in sources) != STAGE1_SOURCES:
         raise ArtifactError(f"{folder}: sources {[s.name for s in sources]} differ from this code's {STAGE1_SOURCES}")
     return Stage1(sources, config, created, item_ids, als)
+
+
+def load_item_item_sources(
+    folder: Path, entries: Mapping[str, Mapping[str, Any]], n_items: int, mapped: bool
+) -> dict[str, ItemItemSource]:  # fmt: skip
+    """The item-item sources of a saved stage 1; sources saved over the same files share one table."""
+    loaded: dict[str, sp.csr_matrix] = {}
+    sources = {}
+    for name, entry in entries.items():
+        key = json.dumps(entry.get("files", entry.get("file")), sort_keys=True)
+        if key not in loaded:
+            loaded[key] = load_table(folder, entry, n_items, mapped)
+        sources[name] = ItemItemSource(name, loaded[key], int(entry["history"]), float(entry["decay"]))
+    return sources
 
 
 def build_stage1_step(

@@ -62,6 +62,9 @@ def test_serving_stage1_loads_and_retrieves_from_every_source(first_run, small_s
     assert tuple(s.name for s in stage1.sources) == STAGE1_SOURCES
     assert stage1.config.peer_params["ease"]["l2"] == result["tuning"]["params"]["ease"]["l2"]
     assert stage1.row_of is stage1.source("semantic").row_of  # one id → row dict per catalogue and worker
+    for first, second in (("ease", "ease_recent"), ("cooc_last", "cooc_recent")):  # one table, written once
+        assert stage1.source(second).table is stage1.source(first).table  # type: ignore[attr-defined]
+        assert not (folder / f"{second}.data.npy").exists()
     user = str(stage1.ials.user_ids[0])
     seen = stage1.item_ids[:3].tolist()
     results = stage1.retrieve_all(UserQuery(user, as_of=section["as_of"], seen=seen, history_items=seen), 100)

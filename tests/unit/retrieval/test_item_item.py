@@ -11,8 +11,9 @@ import scipy.sparse as sp
 
 from models.data import columns as C
 from models.files import ArtifactError
-from models.retrieval.item_item import fit_item_item, keep_strongest, load_table, save_table
-from models.retrieval.sequences import cooccurrence_table, strongest_per_row, transition_table
+from models.retrieval.item_item import ItemItemSource, fit_item_item, keep_strongest, load_table, save_table
+from models.retrieval.sequences import cooccurrence_table, stack_row_blocks, strongest_per_row, transition_table
+from models.retrieval.stage1 import load_item_item_sources
 
 
 def binary(rows: list[list[int]]) -> sp.csr_matrix:
@@ -96,6 +97,36 @@ def test_cooccurrence_counts_shared_users_without_the_diagonal():
     expected = dense.T @ dense
     np.fill_diagonal(expected, 0)
     np.testing.assert_array_equal(table, expected)
+
+
+def test_row_blocks_stack_as_scipy_stacks_them_and_are_freed():
+    blocks = [
+        sp.random(rows, 30, density=0.2, format="csr", dtype=np.float32, random_state=rows) for rows in (7, 1, 12)
+    ]
+    blocks.insert(1, sp.csr_matrix((3, 30), dtype=np.float32))  # a block without entries
+    expected = sp.vstack(blocks).tocsr()
+    stacked = stack_row_blocks(blocks, 30, trim_every=1)  # trimmed after every block
+    assert blocks == []  # each block was released once copied
+    assert stacked.shape == expected.shape and (stacked != expected).nnz == 0
+    np.testing.assert_array_equal(stacked.indptr, expected.indptr)
+    np.testing.assert_array_equal(stacked.indices, expected.indices)
+
+
+def test_sources_sharing_a_table_write_it_once_and_load_it_once(tmp_path: Path):
+    shared = sp.random(20, 20, density=0.2, format="csr", dtype=np.float32, random_state=3)
+    last, recent = ItemItemSource("cooc_last", shared, 1, 1.0), ItemItemSource("cooc_recent", shared, 5, 1.0)
+    entries = {"cooc_last": last.save(tmp_path)}
+    entries["cooc_recent"] = recent.entry(entries["cooc_last"]["files"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"cooc_last.{part}.npy" for part in ("data", "indices", "indptr")
+    ]
+    loaded = load_item_item_sources(tmp_path, entries, 20, mapped=False)
+    assert loaded["cooc_recent"].table is loaded["cooc_last"].table and (loaded["cooc_last"].table != shared).nnz == 0
+    assert (loaded["cooc_last"].history, loaded["cooc_recent"].history) == (1, 5)
+    older = {"cooc_last": entries["cooc_last"], "cooc_recent": recent.save(tmp_path)}  # a version that wrote both
+    loaded = load_item_item_sources(tmp_path, older, 20, mapped=True)
+    assert loaded["cooc_recent"].table is not loaded["cooc_last"].table
+    assert (loaded["cooc_recent"].table != loaded["cooc_last"].table).nnz == 0
 
 
 def test_a_saved_table_loads_memory_mapped_and_read_only(tmp_path: Path):
