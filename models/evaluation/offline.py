@@ -28,6 +28,7 @@ from models.evaluation.metrics import evaluate_rankings, paired_bootstrap_ratio,
 from models.evaluation.peers import ials_scorer, item_item_scorer, popularity_scorer, top_k_lists
 from models.evaluation.recall import stage1_recall
 from models.features.snapshots import FeatureContext, user_snapshots
+from models.heap import release_free_memory
 from models.progress import progress
 from models.ranking.rules import RulesConfig
 from models.recommender.offline import offline_recommender
@@ -39,7 +40,6 @@ from models.settings import Settings
 from models.training.steps import ABLATION_GROUPS, ablated_ranker, load_ranker, load_stage1_config
 
 METRICS = ("ndcg", "recall", "map")
-PEER_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,17 @@ class EvaluationUsers:
     """Test users with a positive before sampling (the protocol's all)."""
 
 
-def evaluation_users(split: Split, context: FeatureContext, max_users: int | None, seed: int) -> EvaluationUsers:
+def test_users(split: Split, max_users: int | None, seed: int) -> tuple[list[str], dict[str, set[str]]]:
+    """The users evaluated (those with a positive in test, a seeded sample beyond ``max_users``) and every such
+    user's positives."""
     relevant = relevant_items(split)
+    return sample_users(list(relevant), max_users, seed), relevant
+
+
+def evaluation_users(
+    split: Split, context: FeatureContext, users: list[str], relevant: Mapping[str, set[str]]
+) -> EvaluationUsers:
     converted = relevant_items(split, C.CONVERSION_EVENTS)
-    users = sample_users(list(relevant), max_users, seed)
     cut = split.cut_times().reindex(users)
     frame = user_snapshots(context, users, cut.to_numpy()).set_index(C.USER_ID)
     return EvaluationUsers(
@@ -134,10 +141,12 @@ def evaluation_step(
     started = time.perf_counter()
     stage1 = fit_stage1(split.history, dataset.items, vectors, load_stage1_config(ranker_dir), keep_exact=True)
     fit_seconds = time.perf_counter() - started
-    users = evaluation_users(split, context, settings.eval_max_users, settings.seed)
+    sampled, relevant = test_users(split, settings.eval_max_users, settings.seed)
+    rankings = peer_rankings(stage1, split.history, sampled)
+    stage1.exact.clear()  # the dense models are no longer needed: freed before the user features are computed
+    release_free_memory()
+    users = evaluation_users(split, context, sampled, relevant)
     recall = stage1_recall(stage1, users.users, users.as_of, users.features, users.relevant)
-    rankings = peer_rankings(stage1, split.history, users.users)
-    stage1.exact.clear()  # the dense models are no longer needed
     rules = RulesConfig.from_settings(settings)
     served = offline_recommender(stage1, dataset, context, spec, ranker, rules, k_served, split.history)
     variants = {"two_stage": served, "stage1": replace(served, ranker=None)}
