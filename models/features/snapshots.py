@@ -54,11 +54,16 @@ RECENT_ITEMS = 50
 SEEN_CAP = 1000
 
 
+EVENTS = "events"
+"""``EventIndex.window_sum``'s name for the number of events."""
+
+
 class EventIndex:
     """Events grouped by entity and sorted by time, answering "how many / how much before time t" per query.
 
     Keys are ``entity_row · span + seconds``, so one ``searchsorted`` finds, for a batch of (entity, t) queries,
-    the number of that entity's events before ``t``; cumulative sums give windowed sums of any value.
+    the number of that entity's events before ``t``; cumulative sums give windowed sums of any value, and the
+    number of events (``EVENTS``) is a difference of positions — no array of its own (15 M events: 120 MB each).
     """
 
     def __init__(self, entity_rows: np.ndarray, seconds: np.ndarray, values: Mapping[str, np.ndarray]):
@@ -69,7 +74,6 @@ class EventIndex:
         self.order = order
         self.keys = keys[order]
         self.seconds = seconds[order]
-        self.entity_rows = entity_rows[order]
         self.cumulative = {
             name: np.concatenate([[0.0], np.cumsum(np.asarray(v, dtype=np.float64)[order])])
             for name, v in values.items()
@@ -87,6 +91,8 @@ class EventIndex:
     def window_sum(self, name: str, rows: np.ndarray, seconds: np.ndarray, days: float | None) -> np.ndarray:
         end = self.position(rows, seconds)
         start = self.position(rows, seconds - int(days * DAY_SECONDS)) if days else self.first(rows)
+        if name == EVENTS:
+            return (end - start).astype(np.float64)
         return self.cumulative[name][end] - self.cumulative[name][start]
 
 
@@ -181,7 +187,7 @@ class FeatureContext:
         assert log is not None
         rows = self.item_index.get_indexer(log[C.ITEM_ID])
         known = rows >= 0
-        values = {"events": np.ones(int(known.sum())), "positives": is_positive(log).to_numpy()[known].astype(float),
+        values = {"positives": is_positive(log).to_numpy()[known].astype(float),
                   "weight": log[C.WEIGHT].to_numpy(dtype=float)[known]}  # fmt: skip
         return EventIndex(rows[known], whole_seconds(log[C.TIMESTAMP])[known], values)
 
@@ -213,9 +219,8 @@ class FeatureContext:
         has_price = ~np.isnan(ev_rel_price)
         ev_age_days = np.clip((ev_seconds - self.item_created[ev_item]) / DAY_SECONDS, 0, None)
         # how popular each item was when the user met it (item-log events before that moment)
-        item_popularity = self.item_events.window_sum("events", ev_item, ev_seconds, None)
+        item_popularity = self.item_events.window_sum(EVENTS, ev_item, ev_seconds, None)
         values = {
-            "events": np.ones(len(ev_user)),
             "positives": ev_positive,
             "weight": ev_weight,
             "log_item_popularity": np.log1p(item_popularity),
@@ -236,11 +241,11 @@ def item_feature_matrix(context: FeatureContext, rows: np.ndarray, at: np.ndarra
     index = context.item_events
     columns: dict[str, np.ndarray] = {}
     for days in WINDOWS_DAYS:
-        columns[f"item_events_{days}d"] = index.window_sum("events", rows, at, days)
+        columns[f"item_events_{days}d"] = index.window_sum(EVENTS, rows, at, days)
     for days in SHARE_WINDOWS_DAYS:
         everyone = context.events_between(at - int(days * DAY_SECONDS), at)
         columns[f"item_share_{days}d"] = 1000.0 * columns[f"item_events_{days}d"] / np.maximum(everyone, 1.0)
-    events_all = index.window_sum("events", rows, at, None)
+    events_all = index.window_sum(EVENTS, rows, at, None)
     positives_all = index.window_sum("positives", rows, at, None)
     weight_all = index.window_sum("weight", rows, at, None)
     columns["item_events_all"] = events_all
@@ -288,8 +293,8 @@ def user_snapshots(context: FeatureContext, users: Sequence[str], times: pd.Seri
     safe_rows = np.where(rows >= 0, rows, len(context.user_index) + 1)  # unknown users see no events
     out = pd.DataFrame({C.USER_ID: user_ids, EVENT_TIMESTAMP: pd.to_datetime(at, unit="s", utc=True)})
     for days in (1, 7, 30):
-        out[f"user_events_{days}d"] = index.window_sum("events", safe_rows, through, days)
-    events_all = index.window_sum("events", safe_rows, through, None)
+        out[f"user_events_{days}d"] = index.window_sum(EVENTS, safe_rows, through, days)
+    events_all = index.window_sum(EVENTS, safe_rows, through, None)
     out[USER_EVENTS] = events_all
     positives = index.window_sum("positives", safe_rows, through, None)
     out["user_positives_all"] = positives
