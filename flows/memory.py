@@ -11,6 +11,8 @@ from types import TracebackType
 
 import psutil
 
+from models.heap import release_free_memory
+
 MB = 2**20
 
 
@@ -64,8 +66,11 @@ class StageLog:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time and sample the stage; then hand the heap it freed in this process back to the system: the flow's
+        process runs every stage, and in the 1 M build it kept 1.5 GB of the feature stage's frames after it."""
         started = time.perf_counter()
         with PeakMemory() as peak:
             yield
         self.seconds[name] = round(time.perf_counter() - started, 1)
         self.peak_mb[name] = peak.mb
+        release_free_memory()
