@@ -11,7 +11,7 @@ the newest ones are materialised to the online store for serving.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -66,7 +66,11 @@ class EventIndex:
     number of events (``EVENTS``) is a difference of positions — no array of its own (15 M events: 120 MB each).
     """
 
-    def __init__(self, entity_rows: np.ndarray, seconds: np.ndarray, values: Mapping[str, np.ndarray]):
+    def __init__(
+        self, entity_rows: np.ndarray, seconds: np.ndarray, values: Mapping[str, Callable[[], np.ndarray]]
+    ) -> None:
+        """``values``: per name, how to compute each event's value (in input order). Each is computed as its
+        cumulative sum is, so one of them is in memory at a time: at 15 M events, all ten held 1.2 GB at once."""
         self.origin = int(seconds.min()) if len(seconds) else 0
         self.span = int(seconds.max() - self.origin + 10 * 365 * DAY_SECONDS) if len(seconds) else 1
         keys = entity_rows.astype(np.int64) * self.span + (seconds - self.origin)
@@ -74,10 +78,13 @@ class EventIndex:
         self.order = order
         self.keys = keys[order]
         self.seconds = seconds[order]
-        self.cumulative = {
-            name: np.concatenate([[0.0], np.cumsum(np.asarray(v, dtype=np.float64)[order])])
-            for name, v in values.items()
-        }
+        self.cumulative = {name: self._cumulative(compute()) for name, compute in values.items()}
+
+    def _cumulative(self, values: np.ndarray) -> np.ndarray:
+        """[0, v₀, v₀ + v₁, …] over the events in key order."""
+        out = np.zeros(len(self.order) + 1)
+        np.cumsum(np.asarray(values, dtype=np.float64)[self.order], out=out[1:])
+        return out
 
     def position(self, rows: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         """Index of the first event of ``rows`` at or after ``seconds`` (= events before, plus earlier entities)."""
@@ -187,8 +194,8 @@ class FeatureContext:
         assert log is not None
         rows = self.item_index.get_indexer(log[C.ITEM_ID])
         known = rows >= 0
-        values = {"positives": is_positive(log).to_numpy()[known].astype(float),
-                  "weight": log[C.WEIGHT].to_numpy(dtype=float)[known]}  # fmt: skip
+        values = {"positives": lambda: is_positive(log).to_numpy()[known].astype(float),
+                  "weight": lambda: log[C.WEIGHT].to_numpy(dtype=float)[known]}  # fmt: skip
         return EventIndex(rows[known], whole_seconds(log[C.TIMESTAMP])[known], values)
 
     @cached_property
@@ -220,17 +227,17 @@ class FeatureContext:
         ev_age_days = np.clip((ev_seconds - self.item_created[ev_item]) / DAY_SECONDS, 0, None)
         # how popular each item was when the user met it (item-log events before that moment)
         item_popularity = self.item_events.window_sum(EVENTS, ev_item, ev_seconds, None)
-        values = {
-            "positives": ev_positive,
-            "weight": ev_weight,
-            "log_item_popularity": np.log1p(item_popularity),
-            "priced": has_price.astype(float),
-            "log_price": np.where(has_price, ev_log_price, 0.0),
-            "log_price_sq": np.where(has_price, ev_log_price**2, 0.0),
-            "rel_price": np.where(has_price, ev_rel_price, 0.0),
-            "strong_priced": (has_price & ev_strong).astype(float),
-            "strong_rel_price": np.where(has_price & ev_strong, ev_rel_price, 0.0),
-            "positive_age": ev_positive * ev_age_days,
+        values: dict[str, Callable[[], np.ndarray]] = {
+            "positives": lambda: ev_positive,
+            "weight": lambda: ev_weight,
+            "log_item_popularity": lambda: np.log1p(item_popularity),
+            "priced": lambda: has_price.astype(float),
+            "log_price": lambda: np.where(has_price, ev_log_price, 0.0),
+            "log_price_sq": lambda: np.where(has_price, ev_log_price**2, 0.0),
+            "rel_price": lambda: np.where(has_price, ev_rel_price, 0.0),
+            "strong_priced": lambda: (has_price & ev_strong).astype(float),
+            "strong_rel_price": lambda: np.where(has_price & ev_strong, ev_rel_price, 0.0),
+            "positive_age": lambda: ev_positive * ev_age_days,
         }
         return EventIndex(ev_user, ev_seconds, values), ev_item, ev_positive
 

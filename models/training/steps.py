@@ -30,6 +30,7 @@ from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import CATEGORICAL_FEATURES, FeatureSpec
 from models.features.store import open_store
 from models.files import write_json
+from models.heap import release_free_memory
 from models.progress import progress
 from models.ranking.ranker import Ranker, RankerParams, RankingData, fit_ranker, ranking_dataset
 from models.ranking.rules import NEUTRAL_RULES
@@ -104,6 +105,7 @@ def training_step(
     config = Stage1Config.from_settings(settings, peer_params=peer_params)
     stage1 = fit_stage1(inner.history, dataset.items, vectors, config)
     weights, fusion = choose_fusion(stage1, context, inner, settings)
+    release_free_memory()  # the validation users' candidate matrices were heap-sized: hand their pages back
     stage1 = replace(stage1, config=replace(config, weights=weights))
     recommender = offline_recommender(stage1, dataset, context, spec, None, NEUTRAL_RULES, settings.candidates_k,
                                       inner.history)  # fmt: skip
