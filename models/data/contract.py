@@ -8,7 +8,7 @@ float prices (NaN when unknown) and boolean stock flags (True when unknown).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,11 @@ class Dataset:
     users: pd.DataFrame
     interactions: pd.DataFrame
     sources: dict[str, str] = field(default_factory=dict)
+
+    def catalog(self) -> Dataset:
+        """The items and users without the events: what a step keeps once it holds the events' split, so the whole
+        event log is not held beside its two halves (at 1 M items and 15 M events the frame takes 0.7 GB)."""
+        return replace(self, interactions=self.interactions.iloc[:0].copy())  # a copy: a view keeps the arrays
 
     def summary(self) -> dict[str, object]:
         """Counts and ranges a person checks first."""

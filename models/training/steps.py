@@ -93,13 +93,15 @@ def choose_fusion(
 
 
 def training_step(
-    dataset: Dataset, vectors: np.ndarray, peer_params: Mapping[str, Mapping[str, float]], settings: Settings,
-    out_dir: Path, logged: LoggedLists | None = None,
+    dataset: Dataset, split: Split, vectors: np.ndarray, peer_params: Mapping[str, Mapping[str, float]],
+    settings: Settings, out_dir: Path, logged: LoggedLists | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit stage 1 on the inner history, choose its fusion weights, build the training set; save the set, the
     feature spec and the stage-1 configuration (tuned peers + weights) every later fit uses. With ``logged``, the
-    served lists and their outcomes join the set as groups of their own (shown and not clicked: a negative)."""
-    split, inner = validation_cut(dataset, settings)
+    served lists and their outcomes join the set as groups of their own (shown and not clicked: a negative).
+    ``split`` is the protocol's train / test split of ``dataset``'s events (whose own event log is not read: a
+    caller may pass ``Dataset.catalog()``)."""
+    inner = label_split(split.history, settings.label_fraction)
     spec = FeatureSpec.fit(dataset.users)
     context = FeatureContext(dataset.items, dataset.users, inner.history, item_log=split.history)
     config = Stage1Config.from_settings(settings, peer_params=peer_params)

@@ -18,7 +18,7 @@ from feast import FeatureStore
 
 from models.data import columns as C
 from models.data.clock import whole_seconds
-from models.data.splits import Split, is_positive, sample_users
+from models.data.splits import Split, is_positive, pairs_seen_in, sample_users
 from models.features.snapshots import FeatureContext, user_snapshots
 from models.features.spec import EVENT_TIMESTAMP, USER_VIEW
 from models.features.store import append_user_snapshots, point_in_time_join
@@ -41,12 +41,10 @@ def label_grades(holdout: pd.DataFrame, history: pd.DataFrame) -> dict[str, dict
     """Per user and item, the label of the held-out window: the evaluation's positives (rating ≥ 4, or a click,
     cart or purchase) not seen in history, graded by event type (ratings: 1); everything else is 0."""
     positive = holdout[is_positive(holdout).to_numpy()]
+    positive = positive[~pairs_seen_in(history, positive)]
     grades = positive[C.EVENT_TYPE].map(EVENT_GRADES).fillna(1).astype(int).to_numpy()
-    seen = set(zip(history[C.USER_ID], history[C.ITEM_ID], strict=True))
     labels: dict[str, dict[str, int]] = {}
     for user, item, grade in zip(positive[C.USER_ID], positive[C.ITEM_ID], grades, strict=True):
-        if (user, item) in seen:
-            continue
         mine = labels.setdefault(user, {})
         mine[item] = max(mine.get(item, 0), int(grade))
     return labels

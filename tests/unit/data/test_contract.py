@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pandas as pd
 import pytest
 
@@ -74,6 +77,27 @@ def test_valid_dataset_gets_contract_dtypes():
     assert dataset.items[C.IN_STOCK].tolist() == [True, False, True]
     assert dataset.interactions[C.WEIGHT].tolist() == [1.0, 5.0, 2.0]
     assert dataset.users[C.SEGMENT].tolist() == ["s", "t"]
+
+
+def test_catalog_keeps_items_and_users_and_drops_the_events():
+    dataset = validate()
+    catalog = dataset.catalog()
+    assert catalog.interactions.empty and list(catalog.interactions.columns) == list(dataset.interactions.columns)
+    assert catalog.items is dataset.items and catalog.users is dataset.users and catalog.name == dataset.name
+    assert len(dataset.interactions) == 3  # the dataset itself is unchanged
+
+
+def test_catalog_does_not_keep_the_event_arrays_alive():
+    dataset = validate()
+    weights = dataset.interactions[C.WEIGHT].to_numpy()
+    while weights.base is not None:  # the array pandas stores the column in
+        weights = weights.base
+    stored = weakref.ref(weights)
+    catalog = dataset.catalog()
+    del dataset, weights
+    gc.collect()
+    assert stored() is None, "the catalogue's empty event frame is a view that keeps the whole log in memory"
+    assert catalog.interactions.empty
 
 
 def test_optional_columns_get_defaults():

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from models.data import columns as C
-from models.data.splits import evaluation_split, is_positive, label_split, relevant_items, split_by_user_time
+from models.data.splits import (
+    evaluation_split,
+    is_positive,
+    label_split,
+    pairs_seen_in,
+    relevant_items,
+    split_by_user_time,
+)
 
 
 def timeline(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
@@ -85,3 +93,26 @@ def test_conversions_are_carts_and_purchases_not_seen_before():
 def test_fraction_must_be_a_proper_share(fraction: float):
     with pytest.raises(ValueError, match="holdout_fraction"):
         split_by_user_time(timeline(ROWS), fraction)
+
+
+def pairs(users: list[str], items: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({C.USER_ID: users, C.ITEM_ID: items})
+
+
+def test_pairs_seen_in_matches_each_pair_not_its_parts():
+    history = pairs(["a", "a", "b", "z"], ["x", "y", "x", "w"])
+    rows = pairs(["a", "b", "b", "c", "a", "z"], ["x", "y", "x", "x", "w", "w"])
+    # (b, y): both seen, never together; (c, x): unknown user; (a, w): w seen only with z
+    assert pairs_seen_in(history, rows).tolist() == [True, False, True, False, False, True]
+    assert pairs_seen_in(history.iloc[:0], rows).tolist() == [False] * 6
+    assert pairs_seen_in(history, rows.iloc[:0]).tolist() == []
+
+
+def test_pairs_seen_in_equals_a_set_of_tuples_on_random_logs():
+    rng = np.random.default_rng(3)
+    history = pairs([f"u{u}" for u in rng.integers(0, 40, 3000)], [f"i{i}" for i in rng.integers(0, 300, 3000)])
+    rows = pairs([f"u{u}" for u in rng.integers(0, 50, 800)], [f"i{i}" for i in rng.integers(0, 350, 800)])
+    seen = set(zip(history[C.USER_ID], history[C.ITEM_ID], strict=True))
+    expected = [(u, i) in seen for u, i in zip(rows[C.USER_ID], rows[C.ITEM_ID], strict=True)]
+    assert pairs_seen_in(history, rows).tolist() == expected
+    assert 0 < sum(expected) < len(expected)
