@@ -15,6 +15,7 @@ import pandas as pd
 from models.data import columns as C
 from models.data.contract import Dataset, DataValidationError, ValidationIssue, validate_dataset
 from models.files import replacing_folder, sha256_file
+from models.heap import release_free_memory
 
 TABLES = ("items", "users", "interactions")
 _ID_DTYPES = {C.ITEM_ID: str, C.USER_ID: str}
@@ -50,7 +51,7 @@ def load_files(folder: Path, name: str | None = None, now: pd.Timestamp | None =
             ValidationIssue(str(folder), None, f"missing file {stem}.csv or {stem}.parquet") for stem in missing
         )
     frames = {stem: read_table(path) for stem, path in paths.items() if path is not None}
-    return validate_dataset(
+    dataset = validate_dataset(
         name=name or folder.name,
         items=frames["items"],
         interactions=frames["interactions"],
@@ -58,6 +59,9 @@ def load_files(folder: Path, name: str | None = None, now: pd.Timestamp | None =
         sources={stem: str(path) for stem, path in paths.items() if path is not None},
         now=now,
     )
+    del frames
+    release_free_memory()  # the readers' freed buffers: 1.3 GB stayed resident after loading 15 M events
+    return dataset
 
 
 def save_dataset(dataset: Dataset, folder: Path) -> Path:
