@@ -168,33 +168,48 @@ class PopularSource:
     """The most popular items as of the query time, by interaction counts decayed with the popularity's half-life
     (short: trending; long: steady favourites)."""
 
-    CACHE_BYTES = 256 * 2**20
-    """Memory for the per-day orders: an offline evaluation queries users as of many different days."""
+    CACHE_DAYS = 4096
+    """Days whose leading rows are kept: an offline evaluation queries users as of many different days."""
 
     def __init__(self, name: str, popularity: Popularity):
         self.name = name
         self.popularity = popularity
-        self._order: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cache_days = max(8, self.CACHE_BYTES // (8 * max(len(popularity.item_ids), 1)))
+        self._order: OrderedDict[int, tuple[np.ndarray, bool]] = OrderedDict()
+        self._cache_days = self.CACHE_DAYS
 
-    def order_on(self, as_of: float) -> np.ndarray:
-        """Rows by decreasing popularity as of a day; the sort is cached per day (least recently used days leave
-        first)."""
+    def order_on(self, as_of: float, count: int) -> np.ndarray:
+        """The ``count`` leading rows by decreasing popularity as of a day (fewer when fewer items have any), ties
+        by row; cached per day (least recently used days leave first). Only the leading rows are sorted: sorting
+        every score of a million items per query day took 90 % of the fusion search over 2 000 validation users."""
         day = int(np.floor(as_of / DAY_SECONDS))
-        if day in self._order:
-            self._order.move_to_end(day)
-        else:
-            scores = self.popularity.scores_at(as_of)
-            order = np.argsort(-scores, kind="stable")
-            self._order[day] = order[scores[order] > 0]
+        cached, complete = self._order.get(day, (np.empty(0, dtype=np.int64), False))
+        if len(cached) < count and not complete:
+            wanted = max(count, 2 * len(cached))  # a longer request doubles what the day keeps
+            cached = leading_rows(self.popularity.scores_at(as_of), wanted)
+            self._order[day] = (cached, len(cached) < wanted)
             if len(self._order) > self._cache_days:
                 self._order.popitem(last=False)
-        return self._order[day]
+        if day in self._order:
+            self._order.move_to_end(day)
+        return cached[:count]
 
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
-        top = self.order_on(query.as_of)[: k + len(query.exclude_rows)]
+        top = self.order_on(query.as_of, k + len(query.exclude_rows))
         scores = self.popularity.scores_of(query.as_of, top)
         return drop_excluded(self.name, top, scores.astype(np.float32), query.exclude_rows, k)
+
+
+def leading_rows(scores: np.ndarray, count: int) -> np.ndarray:
+    """The rows of the ``count`` largest positive scores, by decreasing score and then by row: the first ``count``
+    of a stable sort of every score, from a partition (ties at the cut kept) and a sort of that part alone."""
+    rows = np.flatnonzero(scores > 0)
+    if count <= 0:
+        return rows[:0]
+    if len(rows) > count:
+        kept = scores[rows]
+        cut = np.partition(kept, len(kept) - count)[len(kept) - count]
+        rows = rows[kept >= cut]
+    return rows[np.argsort(-scores[rows], kind="stable")][:count]
 
 
 class FreshSource:

@@ -22,6 +22,7 @@ from models.retrieval.sources import (
     SourceResult,
     UserQuery,
     in_sorted,
+    leading_rows,
 )
 
 DAY0 = 20_000 * DAY_SECONDS  # a whole day in unix seconds
@@ -216,6 +217,33 @@ def test_popular_orders_stay_right_over_more_days_than_the_cache_holds():
         expected = fresh.retrieve(UserQuery("u", as_of=DAY0 + day * DAY_SECONDS), k=4)
         np.testing.assert_array_equal(got.rows, expected.rows)
         assert len(source._order) <= 8
+
+
+def full_order(scores: np.ndarray) -> np.ndarray:
+    """What the popular sources returned before: every score sorted (stably), then the positive ones."""
+    order = np.argsort(-scores, kind="stable")
+    return order[scores[order] > 0]
+
+
+def test_leading_rows_are_the_prefix_of_the_full_sort_ties_and_zeros_included():
+    rng = np.random.default_rng(4)
+    for size in (0, 1, 50, 5000):
+        scores = rng.integers(0, 6, size=size).astype(np.float64) / 2  # many ties, a sixth of them zero
+        for count in (0, 1, 7, 100, size, size + 3):
+            np.testing.assert_array_equal(leading_rows(scores, count), full_order(scores)[:count])
+
+
+def test_popular_order_grows_with_longer_requests_on_a_cached_day():
+    rng = np.random.default_rng(5)
+    picks = zip(rng.choice(NAMES, 400), rng.integers(0, 30, 400), strict=True)
+    log = events([(str(item), int(day)) for item, day in picks])
+    popularity = DecayedPopularity(log, NAMES.tolist(), half_life_days=7.0)
+    source = PopularSource("popular_short", popularity)
+    as_of = DAY0 + 31 * DAY_SECONDS
+    expected = full_order(popularity.scores_at(as_of))
+    for count in (2, 3, 9, 5, len(NAMES) + 4, 1):  # the day's rows are cached, then extended
+        np.testing.assert_array_equal(source.order_on(as_of, count), expected[:count])
+    assert len(source._order) == 1
 
 
 def test_item_item_scores_read_from_the_csr_arrays_equal_the_matrix_product():
