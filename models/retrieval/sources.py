@@ -216,6 +216,7 @@ class FreshSource:
     """Items launched within ``window_days`` before the query time, most popular first, then newest."""
 
     name = "fresh"
+    CACHE_DAYS = PopularSource.CACHE_DAYS
 
     def __init__(self, item_ids: Sequence[str], created_at: np.ndarray, popularity: Popularity, window_days: float):
         self.item_ids = np.asarray(item_ids, dtype=str)
@@ -224,24 +225,49 @@ class FreshSource:
         self.window = window_days * DAY_SECONDS
         self._by_launch = np.argsort(self.created, kind="stable")
         self._launches = self.created[self._by_launch]
+        self._order: OrderedDict[int, tuple[np.ndarray, bool]] = OrderedDict()
 
-    def launched_within(self, as_of: float) -> np.ndarray:
-        """Rows (ascending) of the items launched in the window before ``as_of``: two binary searches over the
-        launch order, so a request costs the window's items, not the catalogue."""
-        first = np.searchsorted(self._launches, as_of - self.window, side="right")
-        last = np.searchsorted(self._launches, as_of, side="right")
+    def launched_within(self, start: float, end: float) -> np.ndarray:
+        """Rows (ascending) of the items launched after ``start`` and at or before ``end``: two binary searches
+        over the launch order, so a call costs the window's items, not the catalogue."""
+        first = np.searchsorted(self._launches, start, side="right")
+        last = np.searchsorted(self._launches, end, side="right")
         return np.sort(self._by_launch[first:last])
 
+    def order_on(self, as_of: float, count: int) -> tuple[np.ndarray, bool]:
+        """The leading ``count`` or more rows, by decreasing popularity, then newest, then row, of the items whose
+        window holds some time of ``as_of``'s day (popularity changes by the day only), and whether that is all of
+        them. Cached per day: finding the window's launches and scoring them took 3.7 ms of a 9 ms retrieval per
+        request at 1 M items; a request now filters a short prefix by its own window."""
+        day = int(np.floor(as_of / DAY_SECONDS))
+        cached, complete = self._order.get(day, (np.empty(0, dtype=np.int64), False))
+        if len(cached) < count and not complete:
+            wanted = max(count, 2 * len(cached))  # a longer request doubles what the day keeps
+            # a second of margin each side: the day's bounds need not round as floor(as_of / DAY_SECONDS) does
+            rows = self.launched_within(day * DAY_SECONDS - self.window - 1.0, (day + 1) * DAY_SECONDS + 1.0)
+            popularity = self.popularity.scores_of(as_of, rows)
+            complete = len(rows) <= wanted
+            if not complete:  # sort only the most popular (ties at the cut kept): the window may be large
+                cut = np.partition(popularity, len(popularity) - wanted)[len(popularity) - wanted]
+                rows, popularity = rows[popularity >= cut], popularity[popularity >= cut]
+            cached = rows[np.lexsort((-self.created[rows], -popularity))]
+            self._order[day] = (cached, complete)
+            if len(self._order) > self.CACHE_DAYS:
+                self._order.popitem(last=False)
+        self._order.move_to_end(day)
+        return cached, complete
+
     def retrieve(self, query: UserQuery, k: int) -> SourceResult:
-        eligible = self.launched_within(query.as_of)
-        if not len(eligible):
-            return SourceResult.empty(self.name)
-        popularity = self.popularity.scores_of(query.as_of, eligible)
         wanted = k + len(query.exclude_rows)
-        if len(eligible) > wanted:  # sort only the most popular (ties at the cut kept): the window may be large
-            cut = np.partition(popularity, len(popularity) - wanted)[len(popularity) - wanted]
-            eligible, popularity = eligible[popularity >= cut], popularity[popularity >= cut]
-        order = np.lexsort((-self.created[eligible], -popularity))[:wanted]
-        rows = eligible[order]
+        count = wanted
+        while True:
+            leading, complete = self.order_on(query.as_of, count)
+            launched = self.created[leading]
+            rows = leading[(launched > query.as_of - self.window) & (launched <= query.as_of)][:wanted]
+            if len(rows) == wanted or complete:
+                break
+            count = 2 * len(leading)  # the day's order held launches outside this request's window: take more
+        if not len(rows):
+            return SourceResult.empty(self.name)
         freshness = 1.0 - (query.as_of - self.created[rows]) / self.window
         return drop_excluded(self.name, rows, freshness.astype(np.float32), query.exclude_rows, k)

@@ -295,7 +295,7 @@ def test_fresh_source_window_found_by_launch_order_equals_a_scan_of_the_catalogu
     source = FreshSource(ids, created, popularity, window_days=30.0)
     for as_of in [DAY0 - 100 * DAY_SECONDS, DAY0 - 10 * DAY_SECONDS, DAY0, DAY0 + 0.5 * DAY_SECONDS, *created[:5]]:
         scan = np.flatnonzero((created <= as_of) & (created > as_of - 30 * DAY_SECONDS))
-        np.testing.assert_array_equal(source.launched_within(as_of), scan)
+        np.testing.assert_array_equal(source.launched_within(as_of - 30 * DAY_SECONDS, as_of), scan)
 
 
 def test_a_snapshot_scores_a_few_rows_as_it_scores_the_catalogue():
@@ -316,10 +316,35 @@ def test_fresh_source_ranks_the_window_as_a_full_sort_does_with_ties_at_the_cut(
     for k, exclude in [(10, []), (40, [3, 5, 8]), (3000, [1])]:
         query = UserQuery("u", as_of=DAY0, exclude_rows=np.array(exclude, dtype=np.int64))
         result = source.retrieve(query, k)
-        eligible = source.launched_within(DAY0)
+        eligible = source.launched_within(DAY0 - 30 * DAY_SECONDS, DAY0)
         popularity = source.popularity.scores_of(DAY0, eligible)
         full = eligible[np.lexsort((-created[eligible], -popularity))]
         np.testing.assert_array_equal(result.rows, full[~np.isin(full, exclude)][:k])
+
+
+def test_fresh_source_cached_per_day_ranks_each_request_window_as_a_full_sort_does():
+    """Requests at different seconds of the same days share the day's order, yet each gets exactly its own window:
+    launches later that day, or just out of the window, never show; longer requests extend the day's order."""
+    rng = np.random.default_rng(7)
+    created = np.round(DAY0 + rng.uniform(-40, 3, size=4000) * DAY_SECONDS)
+    created[::9] = DAY0 - 20 * DAY_SECONDS  # launches at the same second
+    ids = [f"i{r}" for r in range(4000)]
+    log = events([(f"i{r}", -float(rng.integers(0, 30))) for r in rng.integers(0, 4000, size=3000)])
+    popularity = DecayedPopularity(log, ids, half_life_days=7.0)
+    source = FreshSource(ids, created, popularity, window_days=10.0)
+    window = 10.0 * DAY_SECONDS
+    times = DAY0 + rng.choice([-1.0, 0.0, 1.0, 2.0], size=60) * DAY_SECONDS + rng.uniform(0, DAY_SECONDS, size=60)
+    times[:3] = created[:3]  # a request at a launch's exact second
+    for as_of, k in zip(times, rng.choice([1, 5, 30, 200, 5000], size=60), strict=True):
+        exclude = np.sort(rng.choice(4000, size=int(rng.integers(0, 4)), replace=False))
+        result = source.retrieve(UserQuery("u", as_of=float(as_of), exclude_rows=exclude), int(k))
+        eligible = np.flatnonzero((created <= as_of) & (created > as_of - window))
+        scores = popularity.scores_of(float(as_of), eligible)
+        full = eligible[np.lexsort((-created[eligible], -scores))]
+        expected = full[~np.isin(full, exclude)][:k]
+        np.testing.assert_array_equal(result.rows, expected)
+        np.testing.assert_allclose(result.scores, (1.0 - (as_of - created[expected]) / window).astype(np.float32))
+    assert len(source._order) == len(np.unique(np.floor(times / DAY_SECONDS)))  # one order per day asked
 
 
 def test_item_item_scores_are_the_same_across_calls_threads_and_catalogue_sizes():
