@@ -101,12 +101,25 @@ def top_k_lists(
             scores = np.asarray(scorer.scores(rows, seen), dtype=np.float32)
             scores[empty] = popularity
             scores[seen.nonzero()] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
+            top = leading_columns(scores, k)
             for user, picked in zip(users[start : start + batch], top, strict=True):
                 rankings[scorer.name][user] = item_ids[picked].tolist()
     return rankings
+
+
+def leading_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` highest-scoring columns, best first, equal scores by column: the order of a stable full sort.
+    ``np.argpartition`` alone orders ties as its algorithm (and the CPU's build of it) happens to, and counts tie
+    often (the popularity peer on MovieLens moved between two machines of one kind)."""
+    k = min(k, scores.shape[1])
+    top = np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
+    cut = np.take_along_axis(scores, top, axis=1).min(axis=1)
+    for row in np.flatnonzero((scores >= cut[:, None]).sum(axis=1) > k):  # more columns tie at the cut than fit
+        tied = np.flatnonzero(scores[row] == cut[row])
+        above = top[row][scores[row, top[row]] > cut[row]]
+        top[row] = np.sort(np.concatenate([above, tied[: k - len(above)]]))
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
 
 
 def peer_ndcg(

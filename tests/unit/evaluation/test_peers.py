@@ -35,3 +35,12 @@ def test_the_batch_size_changes_no_list(monkeypatch: pytest.MonkeyPatch):
     first = int(np.flatnonzero(user_ids == "u0")[0])
     assert not set(whole["ease"]["u0"]) & set(item_ids[seen[first].indices])  # seen items are never listed
     assert whole["ease"]["cold"] == whole["popularity"]["cold"]
+
+
+def test_leading_columns_order_as_a_stable_full_sort_does_with_many_ties():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, size=(50, 300)).astype(np.float32)  # counts: most columns tie
+    scores[:, 7] = -np.inf  # a seen item
+    for k in (1, 10, 299, 300):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(peers.leading_columns(scores, k), expected)
