@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.profiles import PROFILES, apply_profile
 from models.data.contract import DataValidationError
 from models.data.datasets import DATASET_KINDS, load_dataset
 from models.data.tables import save_dataset
@@ -38,6 +39,7 @@ def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     """Run the whole pipeline flow and print where to look."""
     from flows.runtime import prepare_environment
 
+    settings = apply_profile(settings, args.profile)
     prepare_environment(settings)
     from flows.pipeline import pipeline_flow
 
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
     pipeline.add_argument("--data-dir", type=Path, default=None, help="folder of the MovieLens or contract files")
     pipeline.add_argument("--force", action="store_true", help="publish even if it does not beat the champion")
+    pipeline.add_argument("--profile", choices=list(PROFILES), default="full",
+                          help="settings to start from: 'quick' publishes a first look in about a minute and a half "
+                          "(untuned, static text vectors; RECSYS_* variables still win), see flows/profiles.py")  # fmt: skip
     pipeline.set_defaults(handler=command_pipeline)
     for name, text in (("promote", "make the namespace's challenger its champion (served)"),
                        ("rollback", "serve the version the champion replaced")):  # fmt: skip
