@@ -207,7 +207,8 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
         print(line + (f"{values['conversion_ndcg@10']:>25.4f}" if conversions else ""))
     gain = summary["two_stage_vs_best_peer"]
     print(
-        f"two-stage / best tuned peer ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
+        f"two-stage / best {'tuned peer' if settings.tuning else 'peer (defaults, not tuned)'} ({gain['peer']}) "
+        f"NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
         f"(95% interval over test users {gain['ci95'][0]:.2f}-{gain['ci95'][1]:.2f}x)"
     )
     print(f"served: K = {summary['served']['k_candidates']} candidates, rules {summary['served']['rules']}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from flows.quality import BEGIN, END, newest_reports, write_quality
+from flows.quality import BEGIN, END, newest_reports, report_section, write_quality
 
 
 def test_quality_block_comes_from_the_report(published, tmp_path: Path):
@@ -36,3 +36,12 @@ def test_quality_refuses_a_readme_without_the_block_and_a_missing_report(publish
         write_quality([Path(summary["report_path"])], readme)
     assert readme.read_text() == "no block here\n"  # nothing written
     assert main(["quality", str(tmp_path / "missing.json"), "--readme", str(readme)]) == 2
+
+
+def test_peers_are_called_tuned_only_when_their_search_ran(published):
+    _, summary = published
+    report = json.loads(Path(summary["report_path"]).read_text())
+    assert all(count > 1 for count in report["details"]["tuning"]["trials"].values())
+    assert "/ best tuned peer (" in report_section(report)
+    report["details"]["tuning"]["trials"]["ease"] = 1  # its defaults only: no search (--profile quick)
+    assert "/ best peer (defaults, not tuned) (" in report_section(report)
