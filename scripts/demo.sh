@@ -40,17 +40,19 @@ for _ in $(seq 1 120); do
     kill -0 $server 2>/dev/null || { echo "the service stopped; see the log"; exit 1; }
     sleep 1
 done
+# the saved (validated) dataset's columns the example needs, not the whole dataset: seconds count on a first look
 user=$(.venv/bin/python -c "
-from models.settings import Settings; from models.data.tables import load_saved_dataset
-print(load_saved_dataset(Settings().dataset_dir('demo')).interactions['user_id'].iloc[-1])")
+import pandas as pd; from models.settings import Settings
+print(pd.read_parquet(Settings().dataset_dir('demo') / 'interactions.parquet', columns=['user_id'])['user_id'].iloc[-1])")
 request="curl -s -X POST http://127.0.0.1:$port/recommend -H 'Content-Type: application/json' -d '{\"user_id\": \"$user\", \"k\": 5}'"
 echo
 echo "try it:  $request"
 eval "$request" | .venv/bin/python -c "
 import json, sys
-from models.settings import Settings; from models.data.tables import load_saved_dataset
+import pandas as pd; from models.settings import Settings
 answer = json.load(sys.stdin)
-items = load_saved_dataset(Settings().dataset_dir('demo')).items.set_index('item_id')
+columns = ['item_id', 'title', 'category', 'price']
+items = pd.read_parquet(Settings().dataset_dir('demo') / 'items.parquet', columns=columns).set_index('item_id')
 print(json.dumps(answer, indent=2))
 print(f'the list for $user, with titles (version {answer[\"version\"]}):')
 for rank, item in enumerate(answer['items'], 1):
