@@ -28,7 +28,7 @@ $(INSTALLED): requirements-dev.lock pyproject.toml
 
 setup: $(INSTALLED) ## create .venv and install the locked environment with the dev and bench tools (CPU torch)
 
-demo: setup ## set up, run the pipeline on the demo catalog, print the summary, serve it on localhost:$(PORT)
+demo: setup ## set up, serve a first look of the demo on localhost:$(PORT), the full pipeline's version once it ends
 	PORT=$(PORT) bash scripts/demo.sh
 
 pipeline: setup ## run the whole pipeline flow: DATASET=demo|movielens|files [DATA_DIR=PATH]

@@ -44,7 +44,8 @@ def command_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     from flows.pipeline import pipeline_flow
 
     started = time.perf_counter()
-    summary = pipeline_flow(args.dataset, str(args.data_dir) if args.data_dir else None, settings, args.force)
+    summary = pipeline_flow(args.dataset, str(args.data_dir) if args.data_dir else None, settings, args.force,
+                            args.profile)  # fmt: skip
     print_summary(summary, time.perf_counter() - started, settings)
     return 0
 
@@ -193,6 +194,8 @@ def runs_table(runs: pd.DataFrame) -> str:
 
 
 def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
+    from flows.quality import peer_label
+
     methods = summary["methods"]
     print(f"\n=== pipeline on '{summary['dataset']}' finished in {seconds:.0f} s ===")
     print("per-stage seconds: " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()))
@@ -207,8 +210,7 @@ def print_summary(summary: dict, seconds: float, settings: Settings) -> None:
         print(line + (f"{values['conversion_ndcg@10']:>25.4f}" if conversions else ""))
     gain = summary["two_stage_vs_best_peer"]
     print(
-        f"two-stage / best {'tuned peer' if settings.tuning else 'peer (defaults, not tuned)'} ({gain['peer']}) "
-        f"NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
+        f"two-stage / {peer_label(summary['tuning_trials'])} ({gain['peer']}) NDCG@10: {gain['ndcg@10_ratio']:.2f}x "
         f"(95% interval over test users {gain['ci95'][0]:.2f}-{gain['ci95'][1]:.2f}x)"
     )
     print(f"served: K = {summary['served']['k_candidates']} candidates, rules {summary['served']['rules']}")

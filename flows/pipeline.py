@@ -73,7 +73,7 @@ def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, 
 @task
 def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str, report: dict[str, Any],
                     release: dict[str, Any], registration: dict[str, Any], fingerprint: str, build: dict[str, str],
-                    settings: Settings) -> str:  # fmt: skip
+                    settings: Settings, profile: str = "full") -> str:  # fmt: skip
     """Assemble the version folder (stage 1, item table and catalogue, ranker), check it (it loads, and known users
     rank the same through the online store as from the offline snapshot), then make it the champion — or the
     challenger, as the release decision says. What is served is untouched until then."""
@@ -107,6 +107,7 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("release", release)
         builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
         builder.add_section("build", build)
+        builder.add_section("profile", profile)  # a "quick" version is a first look: the next full run replaces it
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
         users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
         builder.add_section("explorer", {"example_users": example_users(users)})
@@ -163,9 +164,11 @@ def move_registry_alias(settings: Settings) -> str:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bool = False) -> dict[str, Any]:
+def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bool = False,
+                  profile: str = "full") -> dict[str, Any]:  # fmt: skip
     """The whole offline pipeline for one dataset; returns a summary with per-stage times. ``force``: publish even
-    when the new version does not beat the champion."""
+    when the new version does not beat the champion. ``profile``: the name of the settings' profile (they are
+    already applied), recorded in the version."""
     code_version()  # the code this run measures, as it is now
     log = StageLog()
     with log.stage("data"):
@@ -178,7 +181,8 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
     with log.stage("features"):
         features = features_flow.with_options(task_runner=task_runner(settings))(dataset_dir, fingerprint, settings)
     with log.stage("reranker"):
-        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["tuning"], settings, force)
+        reranker = reranker_flow(dataset_dir, fingerprint, stage1["vectors"], stage1["tuning"], settings, force,
+                                 profile)  # fmt: skip
     with log.stage("serving_stage1"):
         config = json.loads((Path(reranker["ranker_dir"]) / STAGE1_FILE).read_text())
         # the served indexes reach the recall target at the K the re-ranker was chosen for, not at the largest K
@@ -199,7 +203,7 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
             registration = {**reranker["registration"], "dataset": Path(dataset_dir).name}
             version = run_step(publish_version, dataset_dir, stage1_dir, features["snapshot_dir"],
                                reranker["ranker_dir"], reranker["report"], release, registration, fingerprint, build,
-                               settings)  # fmt: skip
+                               settings, profile)  # fmt: skip
         move_registry_alias(settings)
     bento = None
     if settings.build_bento and release["publish"] and not release.get("unchanged"):
@@ -215,6 +219,8 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         "served": reranker["report"]["served"],
         "methods": reranker["report"]["methods"],
         "two_stage_vs_best_peer": reranker["report"]["two_stage_vs_best_peer"],
+        "tuning_trials": reranker["report"]["tuning"]["trials"],
+        "profile": profile,
         "k_candidates": reranker["report"]["k_candidates"],
         "text_encoder": stage1["encoder"],
         "report_path": reranker["report_path"],

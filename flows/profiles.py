@@ -11,6 +11,10 @@ from typing import Any
 
 from models.settings import Settings
 
+FIRST_LOOK = "quick"
+"""The profile whose versions are stand-ins: a pipeline run of another profile replaces one whatever the release
+gate's comparison says (flows/reranker.py:compare_with_champion)."""
+
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     "quick": {

@@ -59,11 +59,11 @@ def measured_with(details: dict[str, Any]) -> str:
     return f"commit `{commit}`{dirty}, code fingerprint `{fingerprint}`{stale}"
 
 
-def peer_label(details: dict[str, Any]) -> str:
-    """The words "best tuned peer" when every peer's search ran more than its first trial (its defaults); a run without the
-    search (``--profile quick``, RECSYS_TUNING=false) compares with the peers' defaults and says so."""
-    trials = details.get("tuning", {}).get("trials", {})
-    return "best tuned peer" if all(count > 1 for count in trials.values()) else "best peer (defaults, not tuned)"
+def peer_label(trials: dict[str, int]) -> str:
+    """The words "best tuned peer" when every peer's search ran past its first trial (its defaults); a run without
+    the search (``--profile quick``, RECSYS_TUNING=false, one trial a peer) compares with the defaults and says so."""
+    searched = bool(trials) and all(count > 1 for count in trials.values())
+    return "best tuned peer" if searched else "best peer (defaults, not tuned)"
 
 
 def report_section(report: dict[str, Any]) -> str:
@@ -88,7 +88,8 @@ def report_section(report: dict[str, Any]) -> str:
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
     gain = details["two_stage_vs_best_peer"]
     low, high = gain["ci95"]
-    lines += ["", f"Two-stage NDCG@10 / {peer_label(details)} ({LABELS[gain['peer']]}): **{gain['ndcg@10_ratio']:.2f}×** "
+    peers = peer_label(details.get("tuning", {}).get("trials", {}))
+    lines += ["", f"Two-stage NDCG@10 / {peers} ({LABELS[gain['peer']]}): **{gain['ndcg@10_ratio']:.2f}×** "
                   f"(paired bootstrap over test users, 95 % interval {low:.2f}–{high:.2f}×)."]  # fmt: skip
     if conversions:
         best = max(PEERS, key=lambda m: methods[m]["conversion_ndcg@10"])

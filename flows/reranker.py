@@ -5,6 +5,7 @@ registry. The ``champion`` alias moves when the version is published (flows/pipe
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, code_version, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
+from flows.profiles import FIRST_LOOK
 from flows.runtime import run_step
 from flows.tracking import (
     configure_mlflow,
@@ -114,17 +116,35 @@ def served_champion(settings: Settings) -> tuple[str | None, Ranker | None]:
         return current.name, None
 
 
+def served_profile(settings: Settings) -> str | None:
+    """The profile the served version was built with (older versions: ``full``); None when nothing is served."""
+    current = VersionStore(settings.versions_dir).pointed(CURRENT)
+    if current is None:
+        return None
+    try:
+        return str(read_manifest(current).get("profile", "full"))
+    except ArtifactError:
+        return None  # unreadable: not known to be a first look
+
+
 @task
-def compare_with_champion(training_dir: str, ranker_dir: str, settings: Settings, force: bool) -> dict[str, Any]:
+def compare_with_champion(training_dir: str, ranker_dir: str, settings: Settings, force: bool,
+                          profile: str = "full") -> dict[str, Any]:  # fmt: skip
     """The release decision: NDCG@10 of the new ranker and of the champion re-ranking the same candidates of the
-    release-holdout users (neither trained on them), with a paired interval (models/evaluation/release.py)."""
+    release-holdout users (neither trained on them), with a paired interval (models/evaluation/release.py). A
+    champion that is a first look (``--profile quick``) is a stand-in, not a champion to beat: a run of another
+    profile replaces it, and the comparison is still made and recorded."""
     champion_version, champion = served_champion(settings)
     new_ranker, _, section = load_ranker(Path(ranker_dir))
     new, scores = holdout_ndcg(Path(training_dir), [new_ranker, champion], int(section["k_candidates"]),
                                settings.release_holdout_share)  # fmt: skip
     assert new is not None, "the new ranker was trained on this training set"
+    stand_in = profile != FIRST_LOOK and served_profile(settings) == FIRST_LOOK
     decision = release_decision(new, scores, settings.release_min_gain, has_champion=champion_version is not None,
-                                force=force, seed=settings.seed)  # fmt: skip
+                                force=force or stand_in, seed=settings.seed)  # fmt: skip
+    if stand_in and not force:
+        decision = replace(decision, reason=f"replaces the first look {champion_version} (--profile {FIRST_LOOK}: a "
+                           f"stand-in, not a champion to beat); {decision.reason}")  # fmt: skip
     print(f"release decision: {'publish' if decision.publish else 'challenger'} — {decision.reason}")
     return {"champion_version": champion_version, "validation_ndcg@10": section["validation_ndcg"],
             "holdout_ndcg@10": float(new.mean()) if len(new) else None,
@@ -248,7 +268,7 @@ def log_report(run_id: str, path: str, settings: Settings) -> None:
 @flow(name="reranker", log_prints=True)
 def reranker_flow(
     dataset_dir: str, fingerprint: str, vectors_path: str, tuning: dict[str, Any], settings: Settings,
-    force: bool = False,
+    force: bool = False, profile: str = "full",
 ) -> dict[str, Any]:  # fmt: skip
     """Build the training set on the validation cut, cross-validate K and train, evaluate once on test against the
     tuned peers, compare with the champion on validation, log and register."""
@@ -260,7 +280,7 @@ def reranker_flow(
     report["tuning"] = {k: tuning[k] for k in ("params", "validation_ndcg@10", "trials", "seconds")}
     report["stage1_recall"] = {name: {k: by_k[k] for k in ("100", "500")}
                                for name, by_k in report["stage1_recall_all_k"].items()}  # fmt: skip
-    comparison = compare_with_champion(training_dir, ranker_dir, settings, force)
+    comparison = compare_with_champion(training_dir, ranker_dir, settings, force, profile)
     report["champion"] = comparison
     registration = log_and_register(report, comparison, training_dir, ranker_dir, fingerprint, settings, dataset_dir)
     table = evaluation_table(report)

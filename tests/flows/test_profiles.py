@@ -10,6 +10,14 @@ from flows.profiles import PROFILES, apply_profile
 from models.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_profile_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's exported RECSYS_* variable would win over the profile these tests check."""
+    for values in PROFILES.values():
+        for field in values:
+            monkeypatch.delenv(f"RECSYS_{field.upper()}", raising=False)
+
+
 def test_every_profile_names_real_settings_with_valid_values():
     for name, values in PROFILES.items():
         assert set(values) <= set(Settings.model_fields), name

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -57,7 +57,8 @@ class Demo:
         for line in stream:
             self.lines.put(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = STEP_TIMEOUT) -> str:
+    def wait_for(self, text: str, timeout: float = STEP_TIMEOUT, failure: str | None = None) -> str:
+        """The first line holding ``text``; fails at once on a line holding ``failure``, or when the script ends."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -69,6 +70,8 @@ class Demo:
             self.seen.append(line)
             if text in line:
                 return line
+            if failure and failure in line:
+                break
         tail = "\n".join(self.seen[-60:])
         pytest.fail(f"{text!r} not printed (exit code {self.process.poll()}); the demo printed:\n{tail}")
 
@@ -110,10 +113,18 @@ def running_pipelines(state: Path) -> list[int]:
     return found
 
 
-def stage1_of(state: Path, version: str) -> tuple[str, int]:
-    """The served version's text encoder and item-item cap: which profile built it."""
-    stage1 = read_manifest(state / "versions" / "demo" / version)["stage1"]
-    return str(stage1["embedding"]["model"]), int(stage1["config"]["item_item_max_items"])
+def built_with(state: Path, version: str) -> tuple[str, str, int]:
+    """A version's profile as recorded, and its text encoder and item-item cap: what that profile set."""
+    manifest = read_manifest(state / "versions" / "demo" / version)
+    stage1 = manifest["stage1"]
+    return manifest["profile"], str(stage1["embedding"]["model"]), int(stage1["config"]["item_item_max_items"])
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not (met := condition()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return met
 
 
 def served_version(port: int) -> str:
@@ -136,26 +147,25 @@ def test_first_look_then_the_full_version_then_ctrl_c_stops_everything(demo_stat
     demo.wait_for("first look: the quick profile publishes a version")
     demo.wait_for("demo ready after")
     first = served_version(port)
-    assert stage1_of(demo_state, first) == ("static", 4000)  # the quick profile's version is served
+    assert built_with(demo_state, first) == ("quick", "static", 4000)
 
-    demo.wait_for("the full pipeline finished")
+    demo.wait_for("the full pipeline finished", failure="the full pipeline failed")
     release = demo.wait_for("release decision:")
-    assert "forced" in release or "beats the champion" in release, release  # the first look is only a stand-in
-    deadline = time.monotonic() + 60
-    while (full := served_version(port)) == first and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert full != first, "the service still serves the first look"
-    encoder, item_item_items = stage1_of(demo_state, full)
-    assert encoder != "static" and item_item_items == 12_000
+    assert f"replaces the first look {first} (--profile quick: a stand-in" in release, release  # not --force
+    assert wait_until(lambda: served_version(port) != first), "the service still serves the first look"
+    profile, encoder, item_item_items = built_with(demo_state, served_version(port))
+    assert profile == "full" and encoder != "static" and item_item_items == 12_000
 
-    assert demo.interrupt() in (0, 130)
-    time.sleep(2)
-    assert not listening(port), "the service outlived Ctrl-C"
-    assert not processes_of(demo_state), "processes of the demo outlived Ctrl-C"
+    assert demo.interrupt() == 130
+    assert wait_until(lambda: not listening(port)), "the service outlived Ctrl-C"
+    assert wait_until(lambda: not processes_of(demo_state)), "processes of the demo outlived Ctrl-C"
 
 
 def test_a_second_run_serves_the_published_version_at_once_and_ctrl_c_stops_its_pipeline(demo_state: Path):
-    published = (demo_state / "versions" / "demo" / "current").resolve().name
+    current = demo_state / "versions" / "demo" / "current"
+    if not current.exists():
+        pytest.skip("runs on the state the test before publishes")
+    published = current.resolve().name
     port = free_port()
     again = Demo(demo_state, port)
     again.wait_for(f"serving the published version {published}")
@@ -163,10 +173,6 @@ def test_a_second_run_serves_the_published_version_at_once_and_ctrl_c_stops_its_
     assert served_version(port) == published
     again.wait_for("the full pipeline runs behind the service")
     assert not any("first look" in line for line in again.seen)
-    deadline = time.monotonic() + 30
-    while not running_pipelines(demo_state) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert running_pipelines(demo_state), "no pipeline runs behind the service"
-    assert again.interrupt() in (0, 130)  # Ctrl-C while the full pipeline runs
-    time.sleep(2)
-    assert not processes_of(demo_state), "the pipeline behind the service outlived Ctrl-C"
+    assert wait_until(lambda: bool(running_pipelines(demo_state)), 30), "no pipeline runs behind the service"
+    assert again.interrupt() == 130  # Ctrl-C while the full pipeline runs
+    assert wait_until(lambda: not processes_of(demo_state)), "the pipeline behind the service outlived Ctrl-C"
