@@ -48,12 +48,13 @@ def prepare_dataset(kind: str, data_dir: str | None, settings: Settings) -> str:
     return str(folder)
 
 
-def build_inputs(fingerprint: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str,
-                 settings: Settings) -> dict[str, str]:  # fmt: skip
+def build_inputs(fingerprint: str, stage1_dir: str, snapshot_dir: str, ranker_dir: str, settings: Settings,
+                 profile: str = "full") -> dict[str, str]:  # fmt: skip
     """What a version is built from. The work folders are named by their inputs (data, settings, library code), so
-    equal names mean equal artifacts; the online store is named too, as publishing is what fills it."""
+    equal names mean equal artifacts; the online store is named too, as publishing is what fills it, and the
+    profile, as a first look is replaced by the next run of another profile (never 'unchanged' against it)."""
     return {"dataset": fingerprint, "stage1": Path(stage1_dir).name, "features": Path(snapshot_dir).name,
-            "ranker": Path(ranker_dir).name, "online_store": settings.online_store}  # fmt: skip
+            "ranker": Path(ranker_dir).name, "online_store": settings.online_store, "profile": profile}  # fmt: skip
 
 
 def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, Path] | None:
@@ -62,11 +63,15 @@ def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, 
     store = VersionStore(settings.versions_dir)
     for role in (CURRENT, CHALLENGER):
         folder = store.pointed(role)
+        if folder is None:
+            continue
         try:
-            if folder is not None and read_manifest(folder).get("build") == build:
-                return ("champion" if role == CURRENT else "challenger"), folder
+            recorded = read_manifest(folder).get("build")
         except ArtifactError:
             continue  # an unreadable version is not this build
+        # versions published before profiles were recorded were built by full runs
+        if recorded is not None and {"profile": "full", **recorded} == build:
+            return ("champion" if role == CURRENT else "challenger"), folder
     return None
 
 
@@ -191,7 +196,8 @@ def pipeline_flow(kind: str, data_dir: str | None, settings: Settings, force: bo
         stage1_dir = run_step(build_serving_stage1, dataset_dir, fingerprint, stage1["vectors"], config, settings)
     with log.stage("publish"):
         release = reranker["release"]
-        build = build_inputs(fingerprint, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"], settings)
+        build = build_inputs(fingerprint, stage1_dir, features["snapshot_dir"], reranker["ranker_dir"], settings,
+                             profile)  # fmt: skip
         if not force and (existing := version_built_from(build, settings)) is not None:
             role, folder = existing
             release = {**release, "publish": role == "champion", "unchanged": True,

@@ -137,3 +137,25 @@ def test_a_forced_publish_then_a_rollback_move_what_is_served(with_challenger, m
         assert main([*command, "--namespace", "demoo"]) == 2
         assert "no namespace 'demoo' (published: demo)" in capsys.readouterr().err
     assert store.current().name == champion
+
+
+def test_a_first_look_is_replaced_by_a_full_run_whatever_the_gate_says(published, tmp_path):
+    """A quick-profile champion (a first look) is a stand-in: a full run replaces it even when the comparison would
+    keep the full run as challenger; another quick run faces the gate as any challenger does."""
+    settings, _ = published
+    state = tmp_path / "state"
+    shutil.copytree(settings.state_dir, state, symlinks=True)
+    copy = settings.model_copy(update={"state_dir": state})
+    good = copy.model_copy(update={"ranker_rounds": 60})
+    worse = copy.model_copy(update={"ranker_rounds": 1, "ranker_grid": ()})
+    first_look = pipeline_flow("demo", None, good, force=True, profile="quick")["version"]
+    assert json.loads((Path(first_look) / "manifest.json").read_text())["profile"] == "quick"
+
+    again = pipeline_flow("demo", None, worse, profile="quick")["release"]  # quick against quick: the gate decides
+    assert again["publish"] is False and "does not beat the champion" in again["reason"]
+
+    full = pipeline_flow("demo", None, worse)  # worse, yet it replaces the first look
+    assert full["release"]["publish"] is True
+    assert full["release"]["reason"].startswith(f"replaces the first look {Path(first_look).name} (--profile quick")
+    assert "does not beat the champion" in full["release"]["reason"]  # the comparison is still made and reported
+    assert VersionStore(copy.versions_dir).current().name == Path(full["version"]).name

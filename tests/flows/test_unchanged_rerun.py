@@ -37,6 +37,23 @@ def test_the_version_built_from_the_same_folders_is_found(tmp_path: Path):
     assert version_built_from(other, settings) == ("challenger", challenger)
 
 
+def test_a_first_look_is_never_the_same_build_as_a_full_run(tmp_path: Path):
+    settings = Settings(state_dir=tmp_path).for_dataset("demo")
+    full = build_inputs("data-1", "s1", "f1", "r1", settings)
+    quick = build_inputs("data-1", "s1", "f1", "r1", settings, profile="quick")
+    first_look = publish(VersionStore(settings.versions_dir), quick, as_champion=True)
+    assert version_built_from(quick, settings) == ("champion", first_look)
+    assert version_built_from(full, settings) is None  # so a full run publishes, and replaces it
+
+
+def test_a_version_recorded_before_profiles_was_built_by_a_full_run(tmp_path: Path):
+    settings = Settings(state_dir=tmp_path).for_dataset("demo")
+    full = build_inputs("data-1", "s1", "f1", "r1", settings)
+    older = publish(VersionStore(settings.versions_dir), {k: v for k, v in full.items() if k != "profile"}, True)
+    assert version_built_from(full, settings) == ("champion", older)
+    assert version_built_from({**full, "profile": "quick"}, settings) is None
+
+
 def test_an_unreadable_champion_is_not_this_build(tmp_path: Path):
     settings = Settings(state_dir=tmp_path).for_dataset("demo")
     build = build_inputs("data-1", "s1", "f1", "r1", settings)
