@@ -24,9 +24,12 @@ $(INSTALLED): requirements-dev.lock pyproject.toml
 	@# pip compiles the installed files one at a time (about half of an install here); compileall uses every core.
 	@# Files written for newer Pythons do not compile: skipped, as pip skips them. (A venv has one site-packages.)
 	$(PY) -c 'import compileall, sysconfig; compileall.compile_dir(sysconfig.get_path("purelib"), quiet=2, workers=0)'
+	@# The static text encoder's token table (the bundled model's derived vectors, ~15 s, into the state's cache):
+	@# the demo's first look uses it, and it depends on no data. A new state folder builds it again on first use.
+	RECSYS_STATE_DIR=$(STATE) $(PY) -c 'from models.settings import Settings; from models.text.encoders import make_encoder; make_encoder("static", cache_dir=Settings().cache_dir)'
 	touch $@
 
-setup: $(INSTALLED) ## create .venv and install the locked environment with the dev and bench tools (CPU torch)
+setup: $(INSTALLED) ## create .venv, install the locked environment with the dev and bench tools (CPU torch), build the static encoder's table
 
 demo: setup ## set up, serve a first look of the demo on localhost:$(PORT), the full pipeline's version once it ends
 	PORT=$(PORT) bash scripts/demo.sh
