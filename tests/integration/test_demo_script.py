@@ -10,6 +10,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,11 @@ SMALL = {
 }  # fmt: skip
 """The pipeline tests' small catalogue (tests/conftest.py:small_settings); each field set here wins over a profile."""
 STEP_TIMEOUT = 600.0
+AS_A_TERMINAL_RUNS_IT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp('bash', ['bash', sys.argv[1]])"
+)
+"""Start the script with SIGINT at its default, as a terminal's foreground job has it: a runner started in the
+background (CI) ignores SIGINT, every child inherits that, and bash cannot trap a signal ignored on entry."""
 
 
 class Demo:
@@ -45,7 +51,8 @@ class Demo:
         environment = {k: v for k, v in os.environ.items()
                        if not k.startswith(("PREFECT_", "BENTOML_", "RECSYS_"))}  # fmt: skip
         environment.update(SMALL, RECSYS_STATE_DIR=str(state), PORT=str(port), BENTOML_DO_NOT_TRACK="true", **extra)
-        self.process = subprocess.Popen(["bash", str(DEMO)], cwd=state.parent, env=environment, text=True,
+        command = [sys.executable, "-c", AS_A_TERMINAL_RUNS_IT, str(DEMO)]
+        self.process = subprocess.Popen(command, cwd=state.parent, env=environment, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
