@@ -19,6 +19,7 @@ from prefect import flow, task
 from flows.common import IO_RETRIES, code_version, link_tree
 from flows.features import SNAPSHOT_FILE, features_flow, materialize_snapshot
 from flows.memory import StageLog
+from flows.profiles import built_profile
 from flows.registry import sync_champion_alias
 from flows.reranker import reranker_flow
 from flows.runtime import run_step, task_runner
@@ -69,8 +70,7 @@ def version_built_from(build: dict[str, str], settings: Settings) -> tuple[str, 
             recorded = read_manifest(folder).get("build")
         except ArtifactError:
             continue  # an unreadable version is not this build
-        # versions published before profiles were recorded were built by full runs
-        if recorded is not None and {"profile": "full", **recorded} == build:
+        if recorded is not None and {**recorded, "profile": built_profile(recorded)} == build:
             return ("champion" if role == CURRENT else "challenger"), folder
     return None
 
@@ -112,7 +112,6 @@ def publish_version(dataset_dir: str, stage1_dir: str, snapshot_dir: str, ranker
         builder.add_section("release", release)
         builder.add_section("registry", {"model": registration["model"], "version": registration["version"]})
         builder.add_section("build", build)
-        builder.add_section("profile", profile)  # a "quick" version is a first look: the next full run replaces it
         extra = {"dataset": {"name": dataset, "fingerprint": fingerprint}}
         users = pd.read_parquet(Path(snapshot_dir) / "user_features.parquet")
         builder.add_section("explorer", {"example_users": example_users(users)})

@@ -40,6 +40,11 @@ PROFILES: dict[str, dict[str, Any]] = {
 """Each profile's values, applied where the environment (RECSYS_*) does not set the field itself."""
 
 
+def built_profile(build: dict[str, Any]) -> str:
+    """The profile a version's build record names; versions recorded before profiles were built by full runs."""
+    return str(build.get("profile", "full"))
+
+
 def apply_profile(settings: Settings, name: str) -> Settings:
     """``settings`` with the profile's values for the fields the environment left at their defaults: an explicit
     RECSYS_* variable always wins, so a profile is a starting point, not a lock."""

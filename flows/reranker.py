@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import CACHED, code_version, settings_key, slug, work_dir, work_key
 from flows.features import apply_definitions
-from flows.profiles import FIRST_LOOK
+from flows.profiles import FIRST_LOOK, built_profile
 from flows.runtime import run_step
 from flows.tracking import (
     configure_mlflow,
@@ -122,7 +122,7 @@ def served_profile(settings: Settings) -> str | None:
     if current is None:
         return None
     try:
-        return str(read_manifest(current).get("profile", "full"))
+        return built_profile(read_manifest(current).get("build", {}))
     except ArtifactError:
         return None  # unreadable: not known to be a first look
 

@@ -149,7 +149,7 @@ def test_a_first_look_is_replaced_by_a_full_run_whatever_the_gate_says(published
     good = copy.model_copy(update={"ranker_rounds": 60})
     worse = copy.model_copy(update={"ranker_rounds": 1, "ranker_grid": ()})
     first_look = pipeline_flow("demo", None, good, force=True, profile="quick")["version"]
-    assert json.loads((Path(first_look) / "manifest.json").read_text())["profile"] == "quick"
+    assert json.loads((Path(first_look) / "manifest.json").read_text())["build"]["profile"] == "quick"
 
     again = pipeline_flow("demo", None, worse, profile="quick")["release"]  # quick against quick: the gate decides
     assert again["publish"] is False and "does not beat the champion" in again["reason"]

@@ -124,7 +124,7 @@ def built_with(state: Path, version: str) -> tuple[str, str, int]:
     """A version's profile as recorded, and its text encoder and item-item cap: what that profile set."""
     manifest = read_manifest(state / "versions" / "demo" / version)
     stage1 = manifest["stage1"]
-    return manifest["profile"], str(stage1["embedding"]["model"]), int(stage1["config"]["item_item_max_items"])
+    return manifest["build"]["profile"], str(stage1["embedding"]["model"]), int(stage1["config"]["item_item_max_items"])
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 60) -> bool:
